@@ -1,0 +1,1 @@
+"""kinema.export."""
