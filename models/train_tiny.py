@@ -1,0 +1,385 @@
+"""Train the tiny family from scratch: the causal VAE, then the DiT on cached latents.
+
+    python -m kinema.models.train_tiny all --out runs/tiny
+
+Each stage resumes from `<out>/<stage>.pt` when it exists, so training can be spread over
+several runs; `--max-minutes` stops a run cleanly (checkpoint written) before a deadline.
+The final weights go to models/data/ as safetensors (EMA weights for the DiT), and the
+loss curves to `<out>/loss_<stage>.png`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import math
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from . import shapes_world as world
+from .text_encoder import TextEncoder, encode_captions, load_tokenizer
+from .tiny_dit import DIT_SIZES, TinyDiT
+from .tiny_vae import TinyVAE, VAEConfig
+
+DATA_DIR = Path(__file__).resolve().parent / "data"
+VAE_WEIGHTS = DATA_DIR / "tiny_vae.safetensors"
+DIT_WEIGHTS = DATA_DIR / "tiny_dit.safetensors"
+
+# (frames, height, width) -> share of training samples. Mostly the default clip; other
+# lengths and aspect ratios keep the variable-size path real (Sora trains at native sizes).
+BUCKETS = {
+    (17, 64, 64): 0.6,
+    (17, 48, 80): 0.1,
+    (17, 80, 48): 0.1,
+    (9, 64, 64): 0.1,
+    (25, 64, 64): 0.1,
+}
+
+
+@dataclass(frozen=True)
+class VAETrainConfig:
+    steps: int = 2500
+    batch: int = 8
+    lr: float = 6e-4
+    warmup: int = 100
+    l1_weight: float = 1.0
+    seed: int = 0
+
+
+@dataclass(frozen=True)
+class DiTTrainConfig:
+    steps: int = 6000
+    batch: int = 64
+    lr: float = 6e-4
+    warmup: int = 300
+    weight_decay: float = 0.0
+    ema: float = 0.999
+    text_dropout: float = 0.1
+    cond_prob: float = 0.35  # share of samples with some known latent frames
+    clips: int = 24000  # cached clips over all buckets, 2 captions each
+    size: str = "tiny"
+    seed: int = 0
+
+
+def lr_at(step: int, total: int, peak: float, warmup: int) -> float:
+    """Linear warm-up, then cosine decay to 10% of the peak."""
+    if step < warmup:
+        return peak * (step + 1) / warmup
+    p = min(1.0, (step - warmup) / max(1, total - warmup))
+    return peak * (0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * p)))
+
+
+def render_batch(rng: np.random.Generator, n: int, frames: int, height: int, width: int):
+    """n random clips as float (n, 3, T, H, W) in [-1, 1], with their specs."""
+    specs = [world.sample_spec(rng) for _ in range(n)]
+    clips = np.stack([world.render(s, frames=frames, height=height, width=width, rng=rng) for s in specs])
+    video = torch.from_numpy(clips).float().div(127.5).sub(1.0).permute(0, 4, 1, 2, 3)
+    return video, specs
+
+
+def pick_bucket(rng: np.random.Generator):
+    keys = list(BUCKETS)
+    p = np.array([BUCKETS[k] for k in keys])
+    return keys[rng.choice(len(keys), p=p / p.sum())]
+
+
+class LossLog:
+    def __init__(self, path: Path):
+        self.path = path
+        self.new = not path.exists()
+        self.f = path.open("a", newline="")
+        self.w = csv.writer(self.f)
+        if self.new:
+            self.w.writerow(["step", "loss", "lr", "seconds"])
+
+    def add(self, step, loss, lr, seconds):
+        self.w.writerow([step, f"{loss:.6f}", f"{lr:.3e}", f"{seconds:.1f}"])
+        self.f.flush()
+
+
+def plot_loss(csv_path: Path, png_path: Path, title: str):
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    rows = list(csv.DictReader(csv_path.open()))
+    steps = np.array([int(r["step"]) for r in rows])
+    loss = np.array([float(r["loss"]) for r in rows])
+    k = max(1, len(loss) // 100)
+    smooth = np.convolve(loss, np.ones(k) / k, mode="valid")
+    fig, ax = plt.subplots(figsize=(6, 3.5), dpi=120)
+    ax.plot(steps, loss, alpha=0.3, lw=0.8, label="per step")
+    ax.plot(steps[k - 1 :], smooth, lw=1.5, label=f"mean of {k}")
+    ax.set_yscale("log")
+    ax.set_xlabel("step")
+    ax.set_ylabel("loss")
+    ax.set_title(title)
+    ax.legend()
+    fig.tight_layout()
+    fig.savefig(png_path)
+    plt.close(fig)
+
+
+def save_weights(module: torch.nn.Module, path: Path, meta: dict):
+    from safetensors.torch import save_file
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(".tmp")
+    state = {k: v.detach().contiguous().float() for k, v in module.state_dict().items()}
+    save_file(state, str(tmp), metadata={k: str(v) for k, v in meta.items()})
+    tmp.replace(path)
+
+
+def load_weights(module: torch.nn.Module, path: Path):
+    """Strict load that names missing, unexpected and mis-shaped keys."""
+    from safetensors.torch import load_file
+
+    state = load_file(str(path))
+    own = module.state_dict()
+    missing = sorted(set(own) - set(state))
+    extra = sorted(set(state) - set(own))
+    shapes = [f"{k}: file {tuple(state[k].shape)} vs model {tuple(own[k].shape)}" for k in own if k in state and state[k].shape != own[k].shape]
+    if missing or extra or shapes:
+        raise ValueError(f"{path}: weights do not fit the model: missing {missing[:5]}, unexpected {extra[:5]}, shapes {shapes[:5]}")
+    module.load_state_dict(state)
+    return module
+
+
+# ----------------------------------------------------------------------------- VAE
+
+
+def train_vae(out: Path, cfg: VAETrainConfig, max_minutes: float):
+    torch.manual_seed(cfg.seed)
+    vae = TinyVAE(VAEConfig())
+    opt = torch.optim.AdamW(vae.parameters(), lr=cfg.lr, weight_decay=0.0)
+    ckpt = out / "vae.pt"
+    step = 0
+    rng = np.random.default_rng(cfg.seed)
+    if ckpt.exists():
+        state = torch.load(ckpt, weights_only=False)
+        vae.load_state_dict(state["model"])
+        opt.load_state_dict(state["opt"])
+        step = state["step"]
+        rng.bit_generator.state = state["rng"]
+        print(f"vae: resumed at step {step}")
+    log = LossLog(out / "loss_vae.csv")
+    start = time.time()
+    last_save = start
+    vae.train()
+
+    def save():
+        torch.save({"model": vae.state_dict(), "opt": opt.state_dict(), "step": step, "rng": rng.bit_generator.state}, ckpt)
+
+    while step < cfg.steps:
+        frames, h, w = pick_bucket(rng)
+        frames = min(frames, 17)  # the VAE is convolutional: short clips teach it as well, cheaper
+        video, _ = render_batch(rng, cfg.batch, frames, h, w)
+        lr = lr_at(step, cfg.steps, cfg.lr, cfg.warmup)
+        for g in opt.param_groups:
+            g["lr"] = lr
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            recon, kl = vae(video)
+        recon = recon.float()
+        loss = F.mse_loss(recon, video) + cfg.l1_weight * F.l1_loss(recon, video) + vae.cfg.kl_weight * kl.float()
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(vae.parameters(), 1.0)
+        opt.step()
+        step += 1
+        log.add(step, loss.item(), lr, time.time() - start)
+        if step % 50 == 0:
+            print(f"vae step {step}/{cfg.steps} loss {loss.item():.4f} lr {lr:.2e} {time.time() - start:.0f}s", flush=True)
+        if time.time() - last_save > 300:
+            save()
+            last_save = time.time()
+        if (time.time() - start) / 60 > max_minutes:
+            save()
+            print("vae: time budget reached, checkpoint saved")
+            return False
+    save()
+    vae.eval()
+    fit_latent_stats(vae, rng)
+    save_weights(vae, VAE_WEIGHTS, {"config": asdict(vae.cfg), "train": asdict(cfg), "steps": step})
+    plot_loss(out / "loss_vae.csv", out / "loss_vae.png", "tiny VAE: MSE + L1 (+KL)")
+    print(f"vae: wrote {VAE_WEIGHTS}")
+    return True
+
+
+@torch.no_grad()
+def fit_latent_stats(vae: TinyVAE, rng: np.random.Generator, clips: int = 256):
+    """Per-channel mean and std of encoder means, so the DiT sees unit-scale latents."""
+    zs = []
+    for i in range(0, clips, 32):
+        video, _ = render_batch(rng, 32, 17, 64, 64)
+        zs.append(vae.encode_moments(video)[0])
+    z = torch.cat(zs)  # (N, C, t, h, w)
+    vae.latent_mean.copy_(z.mean(dim=(0, 2, 3, 4)))
+    vae.latent_std.copy_(z.std(dim=(0, 2, 3, 4)))
+    print("vae latent mean", vae.latent_mean.numpy().round(3), "std", vae.latent_std.numpy().round(3))
+
+
+# ----------------------------------------------------------------------------- DiT data
+
+
+@torch.no_grad()
+def build_dataset(out: Path, cfg: DiTTrainConfig):
+    """Render clips per bucket, encode them with the trained VAE, embed two captions each."""
+    path = out / "dit_data.pt"
+    if path.exists():
+        return torch.load(path, weights_only=False)
+    vae = load_weights(TinyVAE(VAEConfig()), VAE_WEIGHTS).eval()
+    rng = np.random.default_rng(cfg.seed + 1)
+    data = {"buckets": {}, "captions": []}
+    captions: list[str] = []
+    t0 = time.time()
+    for key, share in BUCKETS.items():
+        n = int(round(cfg.clips * share))
+        lat, caps = [], []
+        for i in range(0, n, 64):
+            video, specs = render_batch(rng, min(64, n - i), *key)
+            with torch.autocast("cpu", dtype=torch.bfloat16):
+                mean, _ = vae.encode_moments(video)
+            lat.append(vae._norm(mean.float()).half())
+            for s in specs:
+                caps.append([len(captions), len(captions) + 1])
+                captions += [world.caption(s, rng), world.caption(s, rng)]
+        data["buckets"][key] = {"latents": torch.cat(lat), "captions": torch.tensor(caps)}
+        print(f"data: bucket {key}: {n} clips, {time.time() - t0:.0f}s", flush=True)
+    encoder, tokenizer = TextEncoder.pretrained(), load_tokenizer()
+    unique = sorted(set(captions) | {""})
+    index = {c: i for i, c in enumerate(unique)}
+    emb, mask = encode_captions(encoder, tokenizer, unique)
+    data["text"] = emb.half()
+    data["mask"] = mask
+    data["empty"] = index[""]
+    remap = torch.tensor([index[c] for c in captions])
+    for b in data["buckets"].values():
+        b["captions"] = remap[b["captions"]]
+    print(f"data: {len(unique)} unique captions embedded, {time.time() - t0:.0f}s", flush=True)
+    torch.save(data, path)
+    return data
+
+
+def random_cond_mask(rng: np.random.Generator, b: int, t: int, p: float):
+    """(B, 1, T, 1, 1) masks: none, first frame, first k frames, or last frame known."""
+    m = torch.zeros(b, 1, t, 1, 1)
+    for i in range(b):
+        if rng.random() >= p:
+            continue
+        kind = rng.integers(3)
+        if kind == 0:
+            m[i, :, 0] = 1
+        elif kind == 1:
+            m[i, :, : rng.integers(1, t)] = 1
+        else:
+            m[i, :, -1] = 1
+    return m
+
+
+def train_dit(out: Path, cfg: DiTTrainConfig, max_minutes: float):
+    data = build_dataset(out, cfg)
+    torch.manual_seed(cfg.seed)
+    dit = TinyDiT(DIT_SIZES[cfg.size])
+    ema = TinyDiT(DIT_SIZES[cfg.size])
+    ema.load_state_dict(dit.state_dict())
+    ema.requires_grad_(False)
+    opt = torch.optim.AdamW(dit.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay, betas=(0.9, 0.99))
+    ckpt = out / "dit.pt"
+    step = 0
+    rng = np.random.default_rng(cfg.seed + 2)
+    if ckpt.exists():
+        state = torch.load(ckpt, weights_only=False)
+        dit.load_state_dict(state["model"])
+        ema.load_state_dict(state["ema"])
+        if "opt" in state:
+            opt.load_state_dict(state["opt"])
+        step = state["step"]
+        rng.bit_generator.state = state["rng"]
+        print(f"dit: resumed at step {step}")
+    log = LossLog(out / "loss_dit.csv")
+    start = time.time()
+    last_save = start
+    keys = list(data["buckets"])
+    p = np.array([BUCKETS[k] for k in keys])
+    p = p / p.sum()
+
+    def save():
+        torch.save({"model": dit.state_dict(), "ema": ema.state_dict(), "opt": opt.state_dict(), "step": step, "rng": rng.bit_generator.state}, ckpt)
+
+    dit.train()
+    while step < cfg.steps:
+        bucket = data["buckets"][keys[rng.choice(len(keys), p=p)]]
+        idx = torch.from_numpy(rng.integers(0, len(bucket["latents"]), cfg.batch))
+        x0 = bucket["latents"][idx].float()  # (B, C, T, H, W)
+        cap = bucket["captions"][idx, torch.from_numpy(rng.integers(0, 2, cfg.batch))]
+        drop = torch.from_numpy(rng.random(cfg.batch) < cfg.text_dropout)
+        cap = torch.where(drop, torch.full_like(cap, data["empty"]), cap)
+        text, tmask = data["text"][cap].float(), data["mask"][cap]
+        b, c, t, h, w = x0.shape
+        # Rectified flow with logit-normal times (Esser et al. 2024): x_s = (1-s) x0 + s eps, v = eps - x0.
+        sigma = torch.sigmoid(torch.from_numpy(rng.standard_normal(b)).float())
+        noise = torch.from_numpy(rng.standard_normal(x0.shape, dtype=np.float32))
+        s = sigma.view(b, 1, 1, 1, 1)
+        xt = (1 - s) * x0 + s * noise
+        cmask = random_cond_mask(rng, b, t, cfg.cond_prob)
+        lr = lr_at(step, cfg.steps, cfg.lr, cfg.warmup)
+        for g in opt.param_groups:
+            g["lr"] = lr
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            pred = dit(xt, sigma, text, tmask, x0, cmask)
+        # Known frames are given, not predicted: the loss covers the unknown ones only.
+        free = (1 - cmask).expand_as(x0)
+        loss = ((pred.float() - (noise - x0)) ** 2 * free).sum() / free.sum().clamp(min=1.0)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(dit.parameters(), 1.0)
+        opt.step()
+        with torch.no_grad():
+            decay = min(cfg.ema, (1 + step) / (10 + step))
+            for pe, pm in zip(ema.parameters(), dit.parameters()):
+                pe.lerp_(pm, 1 - decay)
+        step += 1
+        log.add(step, loss.item(), lr, time.time() - start)
+        if step % 25 == 0:
+            print(f"dit step {step}/{cfg.steps} loss {loss.item():.4f} lr {lr:.2e} {time.time() - start:.0f}s", flush=True)
+        if time.time() - last_save > 300:
+            save()
+            save_weights(ema, DIT_WEIGHTS, {"config": asdict(ema.cfg), "train": asdict(cfg), "steps": step})
+            last_save = time.time()
+        if (time.time() - start) / 60 > max_minutes:
+            break
+    save()
+    save_weights(ema, DIT_WEIGHTS, {"config": asdict(ema.cfg), "train": asdict(cfg), "steps": step})
+    plot_loss(out / "loss_dit.csv", out / "loss_dit.png", "tiny DiT: rectified-flow velocity MSE")
+    print(f"dit: wrote {DIT_WEIGHTS} at step {step}")
+    return step >= cfg.steps
+
+
+def main(argv=None):
+    ap = argparse.ArgumentParser(prog="python -m kinema.models.train_tiny", description=__doc__.splitlines()[0])
+    ap.add_argument("stage", choices=["vae", "dit", "all"])
+    ap.add_argument("--out", type=Path, default=Path("runs/tiny"))
+    ap.add_argument("--max-minutes", type=float, default=float("inf"), help="stop cleanly (checkpoint saved) after this long")
+    ap.add_argument("--vae-steps", type=int, default=VAETrainConfig.steps)
+    ap.add_argument("--dit-steps", type=int, default=DiTTrainConfig.steps)
+    ap.add_argument("--threads", type=int, default=None)
+    args = ap.parse_args(argv)
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    args.out.mkdir(parents=True, exist_ok=True)
+    deadline = time.time() + args.max_minutes * 60
+    if args.stage in ("vae", "all"):
+        if not train_vae(args.out, VAETrainConfig(steps=args.vae_steps), args.max_minutes):
+            return
+    if args.stage in ("dit", "all"):
+        train_dit(args.out, DiTTrainConfig(steps=args.dit_steps), (deadline - time.time()) / 60)
+
+
+if __name__ == "__main__":
+    main()
