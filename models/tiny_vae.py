@@ -19,7 +19,7 @@ from torch import nn
 class VAEConfig:
     latent_channels: int = 8
     # Channels per level, finest (full resolution) first; three 2x spatial levels.
-    channels: tuple[int, ...] = (32, 64, 128, 128)
+    channels: tuple[int, ...] = (16, 32, 64, 128)
     # Which downsampling steps (finest first) also halve time: the two coarsest, so
     # the costly full-resolution layers run on the most frames but the fewest channels.
     time_down: tuple[bool, ...] = (False, True, True)
@@ -67,10 +67,11 @@ class CausalConv3d(nn.Module):
 class ResBlock(nn.Module):
     """Pre-norm residual block: a causal 3x3x3 convolution then a spatial 3x3 one."""
 
-    def __init__(self, cin: int, cout: int):
+    def __init__(self, cin: int, cout: int, kt: int = 3):
         super().__init__()
+        self.has_cache = kt > 1
         self.norm1 = RMSNorm(cin)
-        self.conv1 = CausalConv3d(cin, cout, kt=3)
+        self.conv1 = CausalConv3d(cin, cout, kt=kt)
         self.norm2 = RMSNorm(cout)
         self.conv2 = CausalConv3d(cout, cout, kt=1)
         self.skip = nn.Conv3d(cin, cout, 1) if cin != cout else nn.Identity()
@@ -112,11 +113,12 @@ class Encoder(nn.Module):
     def __init__(self, cfg: VAEConfig):
         super().__init__()
         ch = cfg.channels
-        self.conv_in = CausalConv3d(3, ch[0])
+        # Full resolution is where convolutions cost most: spatial-only there.
+        self.conv_in = CausalConv3d(3, ch[0], kt=1)
         self.blocks = nn.ModuleList()
         self.downs = nn.ModuleList()
         for i, td in enumerate(cfg.time_down):
-            self.blocks.append(ResBlock(ch[i], ch[i]))
+            self.blocks.append(ResBlock(ch[i], ch[i], kt=3 if i > 0 else 1))
             # Causal stride-2 in time over [0, 0, f0, f1, ...]: 2k+1 frames -> k+1, frame 0 alone.
             self.downs.append(CausalConv3d(ch[i], ch[i + 1], kt=3 if td else 1, stride_t=2 if td else 1, stride_s=2))
         self.mid = ResBlock(ch[-1], ch[-1])
@@ -148,28 +150,33 @@ class Decoder(nn.Module):
         for i, up in enumerate(tu):
             self.time_ups.append(TimeUpsample(ch[i]) if up else nn.Identity())
             self.space_ups.append(SpatialUpsample(ch[i], ch[i + 1]))
-            self.blocks.append(ResBlock(ch[i + 1], ch[i + 1]))
+            self.blocks.append(ResBlock(ch[i + 1], ch[i + 1], kt=3 if i + 1 < len(tu) else 1))
         self.norm_out = RMSNorm(ch[-1])
         self.conv_out = CausalConv3d(ch[-1], 3, kt=1)
 
     def num_caches(self) -> int:
-        return 2 + sum(isinstance(t, TimeUpsample) for t in self.time_ups) + len(self.blocks)
+        return 2 + sum(isinstance(t, TimeUpsample) for t in self.time_ups) + sum(b.has_cache for b in self.blocks)
 
     def forward(self, z, caches=None, first: bool = True):
-        """Decode latent frames z (B, C, t, h, w) -> (frames (B, 3, t', 8h, 8w) in [-1, 1], caches)."""
-        caches = list(caches) if caches is not None else [None] * self.num_caches()
+        """Decode latent frames z (B, C, t, h, w) -> (frames (B, 3, t', 8h, 8w) in [-1, 1], caches).
+
+        Caches are the last input frames of each temporal convolution, in a fixed order.
+        """
+        past = iter(caches) if caches is not None else None
         new = []
-        x, c = self.conv_in(z, caches[len(new)])
-        new.append(c)
-        x, c = self.mid(x, caches[len(new)])
-        new.append(c)
+
+        def step(module, x, *extra):
+            y, c = module(x, next(past) if past is not None else None, *extra)
+            new.append(c)
+            return y
+
+        x = step(self.conv_in, z)
+        x = step(self.mid, x)
         for tup, sup, block in zip(self.time_ups, self.space_ups, self.blocks):
             if isinstance(tup, TimeUpsample):
-                x, c = tup(x, caches[len(new)], first)  # (B, C, 2t or 2t-1, h, w)
-                new.append(c)
+                x = step(tup, x, first)  # (B, C, 2t or 2t-1, h, w)
             x = sup(x)
-            x, c = block(x, caches[len(new)])
-            new.append(c)
+            x = step(block, x) if block.has_cache else block(x)[0]
         x, _ = self.conv_out(F.silu(self.norm_out(x)))
         return x, new
 

@@ -43,7 +43,7 @@ BUCKETS = {
 
 @dataclass(frozen=True)
 class VAETrainConfig:
-    steps: int = 2500
+    steps: int = 1200
     batch: int = 8
     lr: float = 6e-4
     warmup: int = 100
@@ -53,7 +53,7 @@ class VAETrainConfig:
 
 @dataclass(frozen=True)
 class DiTTrainConfig:
-    steps: int = 6000
+    steps: int = 3000
     batch: int = 64
     lr: float = 6e-4
     warmup: int = 300
@@ -178,7 +178,8 @@ def train_vae(out: Path, cfg: VAETrainConfig, max_minutes: float):
 
     while step < cfg.steps:
         frames, h, w = pick_bucket(rng)
-        frames = min(frames, 17)  # the VAE is convolutional: short clips teach it as well, cheaper
+        # The VAE is convolutional: short clips teach it nearly as well, for half the cost.
+        frames = 9 if rng.random() < 0.7 else 17
         video, _ = render_batch(rng, cfg.batch, frames, h, w)
         lr = lr_at(step, cfg.steps, cfg.lr, cfg.warmup)
         for g in opt.param_groups:
