@@ -110,10 +110,11 @@ class GraphSpec:
             for axis, symbol in axes.items():
                 if not isinstance(axis, int) or isinstance(axis, bool) or axis < 0:
                     raise ValueError(f"GraphSpec {self.name!r}: {tensor!r} axis {axis!r} must be an int >= 0")
-                if not isinstance(symbol, str) or not symbol.isidentifier():
+                if not isinstance(symbol, str) or _parse_symbol(symbol) is None:
                     raise ValueError(
                         f"GraphSpec {self.name!r}: {tensor!r} axis {axis} is named {symbol!r}; "
-                        "a symbolic name must be a Python identifier such as 'B' or 'T'"
+                        "a symbolic name must be a Python identifier such as 'B' or 'T', or "
+                        "a multiple of one such as '2*H' (a size the module derives from another)"
                     )
             frozen[tensor] = MappingProxyType(dict(axes))
         object.__setattr__(self, "dynamic_axes", MappingProxyType(frozen))
@@ -304,6 +305,16 @@ def validate_graph(
     return max_abs_diff
 
 
+def _parse_symbol(symbol: str) -> tuple[int, str] | None:
+    """'H' -> (1, 'H'); '2*H' -> (2, 'H'); anything else -> None."""
+    factor, _, base = symbol.rpartition("*")
+    if not base.isidentifier():
+        return None
+    if not factor:
+        return 1, base
+    return (int(factor), base) if factor.isdigit() and int(factor) > 0 else None
+
+
 def _trace_dynamo(module: torch.nn.Module, spec: GraphSpec, example_inputs: tuple, staged: Path) -> None:
     """Export with torch.export + torchlib and save as one file, or with a sidecar when large."""
     import onnx_ir as ir
@@ -311,7 +322,12 @@ def _trace_dynamo(module: torch.nn.Module, spec: GraphSpec, example_inputs: tupl
     from torch.export import Dim
 
     symbols = sorted({s for axes in spec.dynamic_axes.values() for s in axes.values()})
-    dims = {s: Dim(s) for s in symbols}  # one Dim per name: inputs sharing "B" share one size
+    bases = sorted({_parse_symbol(s)[1] for s in symbols})
+    dims = {b: Dim(b) for b in bases}  # one Dim per name: inputs sharing "B" share one size
+    for s in symbols:
+        factor, base = _parse_symbol(s)
+        if factor != 1:
+            dims[s] = factor * dims[base]  # a derived size, e.g. a cache at twice the latent height
     dynamic_shapes = tuple(
         {axis: dims[s] for axis, s in spec.dynamic_axes.get(name, {}).items()} or None for name in spec.input_names
     )
@@ -387,7 +403,7 @@ def _check_dynamic_axes(spec: GraphSpec, path: Path, inputs: list[dict], outputs
                         "tensor or parameter sized to the example, or a torch._check on this size, and make "
                         "it follow the input shape; or drop the axis from spec.dynamic_axes"
                     )
-                if kind == "input" and dim is not None and dim != symbol:
+                if kind == "input" and dim is not None and dim != symbol and _parse_symbol(symbol)[0] == 1:
                     raise FrozenAxisError(
                         f"{where} is tied to {dim!r} in {Path(path).name} (shape {shape}); the module forces "
                         f"the two sizes equal. Give them one name in the spec, or make forward not need it"

@@ -46,7 +46,7 @@ class TextEncoder(nn.Module):
         from transformers import BertModel
 
         bert = BertModel.from_pretrained(str(minilm_dir()), attn_implementation="eager", add_pooling_layer=False)
-        return cls(bert.eval())
+        return cls(bert).eval()
 
     def forward(self, input_ids, attention_mask):
         out = self.bert(input_ids=input_ids, attention_mask=attention_mask)
