@@ -1,0 +1,353 @@
+"""Text to video from a bundle: tokenizer, ONNX sessions, NumPy sampler, streaming decoder.
+
+    from kinema.runtime import Pipeline
+    pipe = Pipeline.from_bundle()              # the built-in bundle
+    video = pipe.generate("a red ball bouncing", seed=1)
+    video.save("ball.mp4")
+
+Settings are checked (`Pipeline.check_inputs`) before any graph is opened. The graphs
+open on first use and stay open; `Pipeline` holds no other state between calls.
+"""
+
+from __future__ import annotations
+
+import math
+import threading
+from collections.abc import Callable, Iterator
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import numpy as np
+
+from . import prediction, samplers, schedules
+from .bundle import Bundle, default_bundle_path, load_bundle
+from .errors import BundleError, Cancelled, InputError
+from .sessions import check_provider, check_threads, open_session
+from .video import Video
+
+CFG_MODES = ("batched", "sequential")
+MAX_STEPS = 1000
+MAX_GUIDANCE = 100.0
+MAX_PROMPT_CHARS = 2000
+
+
+@dataclass(frozen=True)
+class GenerationSettings:
+    """Every value that decides a generated video, resolved against the bundle's defaults."""
+
+    prompt: str
+    negative_prompt: str
+    frames: int
+    height: int
+    width: int
+    fps: float
+    steps: int
+    guidance: float
+    shift: float
+    seed: int
+    sampler: str
+    cfg_mode: str = "batched"
+
+    def metadata(self) -> dict[str, str]:
+        return {k: str(v) for k, v in asdict(self).items()}
+
+
+def _is_int(v) -> bool:
+    return isinstance(v, (int, np.integer)) and not isinstance(v, bool)
+
+
+def _is_real(v) -> bool:
+    return isinstance(v, (int, float, np.integer, np.floating)) and not isinstance(v, bool)
+
+
+class Pipeline:
+    """A bundle's graphs on one execution provider; `generate` turns a prompt into a `Video`."""
+
+    def __init__(self, bundle: Bundle, *, provider: str = "cpu", threads: int | None = None):
+        check_provider(provider)
+        self.bundle = bundle
+        self.provider = provider
+        self.threads = check_threads(threads)
+        self._sessions: dict = {}
+        self._tokenizer = None
+        self._lock = threading.Lock()
+
+    @classmethod
+    def from_bundle(cls, path: str | Path | None = None, *, provider: str = "cpu", threads: int | None = None, verify: bool = True) -> "Pipeline":
+        """Check a bundle folder (the built-in one when path is None) and prepare to run it."""
+        check_provider(provider)
+        check_threads(threads)
+        if path is None:
+            path = default_bundle_path()
+            if not (path / "manifest.json").is_file():
+                raise BundleError(f"the built-in bundle is missing from this installation ({path}); reinstall kinema or pass a bundle folder")
+        return cls(load_bundle(path, verify_hashes=verify), provider=provider, threads=threads)
+
+    # ------------------------------------------------------------------ graphs
+
+    def session(self, name: str):
+        """The ONNX Runtime session of one component, opened on first use."""
+        with self._lock:
+            if name not in self._sessions:
+                if not self.bundle.has(name):
+                    raise BundleError(f"bundle {self.bundle.path}: has no {name} graph")
+                self._sessions[name] = open_session(self.bundle.component_path(name), self.provider, self.threads)
+            return self._sessions[name]
+
+    def tokenizer(self):
+        with self._lock:
+            if self._tokenizer is None:
+                from tokenizers import Tokenizer
+
+                tok = self.bundle.tokenizer
+                t = Tokenizer.from_file(str(self.bundle.path / tok["file"]))
+                t.enable_truncation(tok["max_length"])
+                t.enable_padding(length=tok["max_length"], pad_id=tok["pad_id"])
+                self._tokenizer = t
+            return self._tokenizer
+
+    # ------------------------------------------------------------------ settings
+
+    def check_inputs(
+        self,
+        prompt: str,
+        *,
+        negative_prompt: str | None = None,
+        frames: int | None = None,
+        seconds: float | None = None,
+        height: int | None = None,
+        width: int | None = None,
+        fps: float | None = None,
+        steps: int | None = None,
+        guidance: float | None = None,
+        shift: float | None = None,
+        seed: int = 0,
+        sampler: str | None = None,
+        cfg_mode: str = "batched",
+    ) -> GenerationSettings:
+        """Resolve settings against the bundle's defaults; raises InputError naming the first bad value."""
+        v, s = self.bundle.video, self.bundle.sampler
+        if not isinstance(prompt, str) or not prompt.strip():
+            raise InputError("prompt is empty; describe the video to generate")
+        if len(prompt) > MAX_PROMPT_CHARS:
+            raise InputError(f"prompt is {len(prompt)} characters; the limit is {MAX_PROMPT_CHARS}")
+        negative_prompt = s.get("negative_prompt", "") if negative_prompt is None else negative_prompt
+        if not isinstance(negative_prompt, str) or len(negative_prompt) > MAX_PROMPT_CHARS:
+            raise InputError(f"negative prompt must be text of at most {MAX_PROMPT_CHARS} characters")
+
+        fps = v.fps if fps is None else fps
+        if not _is_real(fps) or not math.isfinite(fps) or not 0 < fps <= 240:
+            raise InputError(f"fps={fps!r} must be a number in (0, 240]")
+        rule = f"{v.frame_multiple}k+{v.frame_offset}"
+        if frames is not None and seconds is not None:
+            raise InputError("give --frames or --seconds, not both")
+        if seconds is not None:
+            if not _is_real(seconds) or not math.isfinite(seconds) or seconds <= 0:
+                raise InputError(f"seconds={seconds!r} must be a number > 0")
+            k = max(0, round((seconds * fps - v.frame_offset) / v.frame_multiple))
+            frames = v.frame_multiple * k + v.frame_offset
+            if frames > v.max_frames:
+                raise InputError(f"seconds={seconds} needs {frames} frames at {fps:g} fps; this bundle makes at most {v.max_frames} frames ({v.max_frames / fps:.2f} s)")
+        frames = v.frames if frames is None else frames
+        if not _is_int(frames) or frames < 1 or (frames - v.frame_offset) % v.frame_multiple:
+            ok = ", ".join(str(v.frame_multiple * k + v.frame_offset) for k in range(1, 5))
+            raise InputError(f"frames={frames!r} must be {rule} (e.g. {ok}, ...) for this bundle's video decoder")
+        if frames > v.max_frames:
+            raise InputError(f"frames={frames} is over this bundle's limit of {v.max_frames} frames")
+
+        height = v.height if height is None else height
+        width = v.width if width is None else width
+        for name, side in (("height", height), ("width", width)):
+            if not _is_int(side) or side % v.size_multiple:
+                raise InputError(f"{name}={side!r} must be a multiple of {v.size_multiple} for this bundle")
+            if not v.min_side <= side <= v.max_side:
+                raise InputError(f"{name}={side} is outside this bundle's range [{v.min_side}, {v.max_side}]")
+
+        steps = s["steps"] if steps is None else steps
+        if not _is_int(steps) or not 1 <= steps <= MAX_STEPS:
+            raise InputError(f"steps={steps!r} must be a whole number from 1 to {MAX_STEPS}")
+        guidance = s["guidance"] if guidance is None else guidance
+        if not _is_real(guidance) or not math.isfinite(guidance) or not 0 <= guidance <= MAX_GUIDANCE:
+            raise InputError(f"guidance={guidance!r} must be a finite number from 0 to {MAX_GUIDANCE:g} (1 turns guidance off)")
+        shift = s["shift"] if shift is None else shift
+        if not _is_real(shift) or not math.isfinite(shift) or shift <= 0:
+            raise InputError(f"shift={shift!r} must be a finite number > 0")
+        if not _is_int(seed) or not 0 <= seed < 2**64:
+            raise InputError(f"seed={seed!r} must be a whole number from 0 to 2**64-1")
+        sampler = s["sampler"] if sampler is None else sampler
+        if sampler not in samplers.SAMPLERS:
+            raise InputError(f"sampler {sampler!r} is unknown; choose one of {', '.join(samplers.SAMPLERS)}")
+        if cfg_mode not in CFG_MODES:
+            raise InputError(f"cfg mode {cfg_mode!r} is unknown; choose one of {', '.join(CFG_MODES)}")
+        return GenerationSettings(
+            prompt=prompt,
+            negative_prompt=negative_prompt,
+            frames=int(frames),
+            height=int(height),
+            width=int(width),
+            fps=float(fps),
+            steps=int(steps),
+            guidance=float(guidance),
+            shift=float(shift),
+            seed=int(seed),
+            sampler=sampler,
+            cfg_mode=cfg_mode,
+        )
+
+    # ------------------------------------------------------------------ stages
+
+    def encode_text(self, prompts: list[str]) -> tuple[np.ndarray, np.ndarray]:
+        """Token states (N, L, D) float32 and mask (N, L) int64 for a list of prompts."""
+        enc = self.tokenizer().encode_batch(prompts)
+        ids = np.array([e.ids for e in enc], dtype=np.int64)
+        mask = np.array([e.attention_mask for e in enc], dtype=np.int64)
+        (embeds,) = self.session("text_encoder").run(["text_embeds"], {"input_ids": ids, "attention_mask": mask})
+        return embeds.astype(np.float32), mask
+
+    def latent_shape(self, st: GenerationSettings) -> tuple[int, int, int, int, int]:
+        lat, v = self.bundle.latent, self.bundle.video
+        t = (st.frames - v.frame_offset) // lat["temporal_compression"] + 1
+        return (1, lat["channels"], t, st.height // lat["spatial_compression"], st.width // lat["spatial_compression"])
+
+    def initial_noise(self, st: GenerationSettings) -> np.ndarray:
+        """Seeded PCG64 standard normal noise in the latent shape: the same on every machine."""
+        rng = np.random.Generator(np.random.PCG64(st.seed))
+        return rng.standard_normal(self.latent_shape(st), dtype=np.float32)
+
+    def sigmas(self, st: GenerationSettings) -> np.ndarray:
+        kind = self.bundle.sampler["prediction"]
+        if kind == "flow":
+            # DPM-Solver++ needs a grid that stops short of sigma=1 (diffusers' multistep flow grid).
+            fn = schedules.flow_sigmas_multistep if st.sampler == "dpmpp_2m" else schedules.flow_sigmas
+            return fn(st.steps, st.shift)
+        return schedules.vp_sigmas(st.steps, self._alphas_cumprod(), spacing=self.bundle.sampler.get("spacing", "leading"))
+
+    def _alphas_cumprod(self) -> np.ndarray:
+        cfg = self.bundle.sampler.get("vp", {})
+        return schedules.vp_alphas_cumprod(
+            num_train_timesteps=int(cfg.get("num_train_timesteps", 1000)),
+            beta_start=float(cfg.get("beta_start", 0.00085)),
+            beta_end=float(cfg.get("beta_end", 0.012)),
+            beta_schedule=str(cfg.get("beta_schedule", "scaled_linear")),
+        )
+
+    def denoiser(
+        self,
+        st: GenerationSettings,
+        text: tuple[np.ndarray, np.ndarray],
+        cond_latents: np.ndarray | None = None,
+        cond_mask: np.ndarray | None = None,
+    ) -> Callable[[np.ndarray, float], np.ndarray]:
+        """`model(x, sigma) -> denoised` for the samplers: guidance, conditioning and prediction type inside."""
+        kind = self.bundle.sampler["prediction"]
+        train_sigmas = None if kind == "flow" else schedules.vp_train_sigmas(self._alphas_cumprod())
+        embeds, mask = text  # (2, L, D): [prompt, negative prompt]
+        session = self.session("denoiser")
+        guided = st.guidance != 1.0
+
+        def network(x_in: np.ndarray, t: float) -> np.ndarray:
+            b, c, tt, h, w = x_in.shape
+            cl = np.zeros_like(x_in) if cond_latents is None else cond_latents
+            cm = np.zeros((b, 1, tt, 1, 1), np.float32) if cond_mask is None else cond_mask
+
+            def run(xs, e, m, n):
+                feeds = {
+                    "latents": xs.astype(np.float32),
+                    "timestep": np.full((n,), t, np.float32),
+                    "text_embeds": e,
+                    "text_mask": m,
+                    "cond_latents": np.repeat(cl, n // b, axis=0).astype(np.float32),
+                    "cond_mask": np.repeat(cm, n // b, axis=0).astype(np.float32),
+                }
+                return session.run(["prediction"], feeds)[0]
+
+            if not guided:
+                return run(x_in, embeds[:1], mask[:1], b)
+            if st.cfg_mode == "batched":
+                both = run(np.concatenate([x_in, x_in]), embeds, mask, 2 * b)
+                cond, uncond = both[:b], both[b:]
+            else:  # one branch at a time: half the activation memory
+                cond = run(x_in, embeds[:1], mask[:1], b)
+                uncond = run(x_in, embeds[1:], mask[1:], b)
+            return uncond + st.guidance * (cond - uncond)
+
+        return prediction.make_denoiser(network, kind, train_sigmas)
+
+    def decode_stream(self, latents: np.ndarray) -> Iterator[np.ndarray]:
+        """Yield float frames (B, t', H, W, 3) in [0, 1], one latent frame at a time: memory stays flat."""
+        dec = self.bundle.decoder
+        caches = dec["caches"]
+        n0 = dec.get("prefix_latent_frames", 1)
+        out = self.session("decoder_prefix").run(None, {"latents": np.ascontiguousarray(latents[:, :, :n0], dtype=np.float32)})
+        names = [o.name for o in self.session("decoder_prefix").get_outputs()]
+        state = dict(zip(names, out))
+        yield state["frames"]
+        step = self.session("decoder_step")
+        step_names = [o.name for o in step.get_outputs()]
+        for i in range(n0, latents.shape[2]):
+            feeds = {"latents": np.ascontiguousarray(latents[:, :, i : i + 1], dtype=np.float32)}
+            feeds.update({c["input"]: state[c["output"]] for c in caches})
+            state = dict(zip(step_names, step.run(None, feeds)))
+            yield state["frames"]
+
+    def decode(self, latents: np.ndarray) -> np.ndarray:
+        """Whole clip: float frames (B, T, H, W, 3) in [0, 1]."""
+        return np.concatenate(list(self.decode_stream(latents)), axis=1)
+
+    # ------------------------------------------------------------------ generate
+
+    def generate(
+        self,
+        prompt: str,
+        *,
+        callback: Callable[[dict], None] | None = None,
+        cancel: threading.Event | None = None,
+        **settings,
+    ) -> Video:
+        """Generate a video. `callback(payload)` runs after every step; setting `cancel` stops within one step.
+
+        Settings are those of `check_inputs` (frames or seconds, height, width, fps, steps,
+        guidance, shift, seed, sampler, negative_prompt, cfg_mode). A cancelled run raises
+        `Cancelled` and returns nothing.
+        """
+        st = self.check_inputs(prompt, **settings)
+        return self.run(st, callback=callback, cancel=cancel)
+
+    def run(self, st: GenerationSettings, *, callback=None, cancel=None) -> Video:
+        """Generate from already checked settings."""
+
+        def check_cancel():
+            if cancel is not None and cancel.is_set():
+                raise Cancelled("generation cancelled")
+
+        check_cancel()
+        text = self.encode_text([st.prompt, st.negative_prompt])
+        kind = self.bundle.sampler["prediction"]
+        sigmas = self.sigmas(st)
+        x = self.initial_noise(st) * np.float32(prediction.initial_noise_scale(sigmas, kind))
+        model = self.denoiser(st, text)
+
+        def on_step(payload):
+            check_cancel()
+            if callback is not None:
+                callback(payload)
+            check_cancel()
+
+        sample = samplers.SAMPLERS[st.sampler]
+        latents = sample(model, x, sigmas, callback=on_step, **samplers.sampler_kwargs(st.sampler, flow=kind == "flow"))
+        frames = []
+        for chunk in self.decode_stream(latents):
+            check_cancel()
+            frames.append(chunk[0])
+        frames = np.concatenate(frames, axis=0)  # (T, H, W, 3)
+        meta = st.metadata() | {"bundle": self.bundle.name, "bundle_sha256": self.bundle.digest, "generator": _generator()}
+        return Video.from_float(frames, st.fps, meta)
+
+
+def _generator() -> str:
+    from kinema import __version__
+
+    return f"kinema {__version__}"
+
+
+__all__ = ["Pipeline", "GenerationSettings"]

@@ -1,0 +1,56 @@
+"""ONNX Runtime sessions: execution provider choice and thread settings."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import onnxruntime as ort
+
+from .errors import InputError, ProviderError
+
+PROVIDERS = {
+    "cpu": "CPUExecutionProvider",
+    "cuda": "CUDAExecutionProvider",
+    "dml": "DmlExecutionProvider",
+    "coreml": "CoreMLExecutionProvider",
+}
+_INSTALL_HINT = {
+    "cuda": "install onnxruntime-gpu (and a matching CUDA runtime) instead of onnxruntime",
+    "dml": "install onnxruntime-directml (Windows only)",
+    "coreml": "use the onnxruntime wheel for macOS",
+    "cpu": "reinstall onnxruntime",
+}
+MAX_THREADS = 1024
+
+
+def check_provider(name: str) -> list[str]:
+    """ONNX Runtime provider list for a kinema provider name; raises ProviderError when unknown or unavailable."""
+    if name not in PROVIDERS:
+        raise ProviderError(f"unknown provider {name!r}; choose one of {', '.join(PROVIDERS)}")
+    wanted = PROVIDERS[name]
+    available = ort.get_available_providers()
+    if wanted not in available:
+        have = ", ".join(k for k, v in PROVIDERS.items() if v in available) or "none"
+        raise ProviderError(f"provider {name!r} is not available in this onnxruntime build (available: {have}); {_INSTALL_HINT[name]}")
+    # CPU stays as the fallback for the few ops an accelerator does not implement.
+    return [wanted] if name == "cpu" else [wanted, PROVIDERS["cpu"]]
+
+
+def check_threads(threads: int | None) -> int | None:
+    if threads is None:
+        return None
+    if isinstance(threads, bool) or not isinstance(threads, int) or not 1 <= threads <= MAX_THREADS:
+        raise InputError(f"threads={threads!r} must be a whole number from 1 to {MAX_THREADS} (or left unset for all cores)")
+    return threads
+
+
+def open_session(path: Path, provider: str = "cpu", threads: int | None = None) -> ort.InferenceSession:
+    """An inference session for one graph of a checked bundle."""
+    providers = check_provider(provider)
+    opts = ort.SessionOptions()
+    opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    if threads is not None:
+        opts.intra_op_num_threads = check_threads(threads)
+        opts.inter_op_num_threads = 1
+    opts.log_severity_level = 3  # warnings from the graph optimiser are not the user's business
+    return ort.InferenceSession(str(path), sess_options=opts, providers=providers)
