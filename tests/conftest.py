@@ -1,0 +1,28 @@
+"""Shared fixtures: one random-init tiny bundle per test session (tiny DiT size, real MiniLM)."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
+
+
+@pytest.fixture(scope="session")
+def tiny_bundle(tmp_path_factory) -> Path:
+    """A freshly exported `tiny` bundle with random weights (DiT size "test")."""
+    from kinema.export.tiny import export_tiny
+
+    out = tmp_path_factory.mktemp("bundles") / "kinema-tiny-random"
+    return export_tiny(out, random_init=True, size="test", seed=0)
+
+
+@pytest.fixture(scope="session")
+def tiny_models():
+    """The same random-init PyTorch modules the `tiny_bundle` fixture exports: (dit, vae, text_encoder)."""
+    from kinema.export.tiny import load_tiny
+
+    return load_tiny(random_init=True, size="test", seed=0)
