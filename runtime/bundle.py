@@ -10,7 +10,7 @@ from __future__ import annotations
 import hashlib
 import json
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 from pathlib import Path, PurePosixPath
 from typing import Any
 
@@ -83,7 +83,8 @@ class Bundle:
 
     @property
     def video(self) -> VideoRules:
-        return VideoRules(**self.manifest["video"])
+        v = self.manifest["video"]  # extra keys (from a newer exporter) are ignored, not a TypeError
+        return VideoRules(**{f.name: v[f.name] for f in fields(VideoRules)})
 
     @property
     def latent(self) -> dict:
@@ -205,7 +206,7 @@ def load_bundle(path: str | Path, *, verify_hashes: bool = True) -> Bundle:
         _fail(root, f"manifest.json is larger than {MAX_MANIFEST_BYTES} bytes")
     try:
         m = json.loads(mpath.read_text(encoding="utf-8"))
-    except (UnicodeDecodeError, json.JSONDecodeError) as e:
+    except (UnicodeDecodeError, json.JSONDecodeError, RecursionError) as e:  # RecursionError: nested too deeply
         _fail(root, f"manifest.json is not valid JSON ({e})")
     if not isinstance(m, dict):
         _fail(root, "manifest.json must hold a JSON object")
