@@ -9,7 +9,6 @@ the file into place only when every check passed.
 
 from __future__ import annotations
 
-import hashlib
 import math
 import os
 import shutil
@@ -23,6 +22,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from kinema.runtime.bundle import sha256_file  # one hashing routine for writer and loader
 from kinema.runtime.errors import KinemaError
 
 if TYPE_CHECKING:
@@ -122,15 +122,6 @@ class GraphSpec:
             value = getattr(self, field)
             if not (isinstance(value, (int, float)) and math.isfinite(value) and value >= 0):
                 raise ValueError(f"GraphSpec {self.name!r}: {field}={value!r}; it must be a finite number >= 0")
-
-
-def sha256_file(path: str | os.PathLike, chunk_bytes: int = 1 << 20) -> str:
-    """Hex SHA-256 of a file, read in chunks so multi-GB weights never sit in memory."""
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        while chunk := f.read(chunk_bytes):
-            digest.update(chunk)
-    return digest.hexdigest()
 
 
 def onnx_io_signature(model_path: str | os.PathLike) -> tuple[list[dict], list[dict]]:

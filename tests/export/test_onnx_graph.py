@@ -307,7 +307,7 @@ def test_torchscript_fallback_passes_the_same_checks(tmp_path):
 def test_sha256_file_streams(tmp_path):
     blob = np.random.default_rng(0).bytes(10_000)
     (tmp_path / "b").write_bytes(blob)
-    assert sha256_file(tmp_path / "b", chunk_bytes=999) == hashlib.sha256(blob).hexdigest()
+    assert sha256_file(tmp_path / "b", chunk=999) == hashlib.sha256(blob).hexdigest()
 
 
 def test_errors_are_kinema_errors():
