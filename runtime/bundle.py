@@ -187,7 +187,19 @@ def _check_rules(root: Path, m: dict):
     for key in ("guidance", "shift"):
         _require(root, s, key, float, "sampler")
     _require(root, s, "sampler", str, "sampler")
+    if not isinstance(s.get("negative_prompt", ""), str):
+        _fail(root, "manifest: sampler.negative_prompt must be text")
+    if s.get("spacing", "leading") not in ("leading", "trailing"):
+        _fail(root, f"manifest: sampler.spacing {s.get('spacing')!r} is not 'leading' or 'trailing'")
+    vp = s.get("vp", {})
+    if not isinstance(vp, dict):
+        _fail(root, "manifest: sampler.vp must be an object")
+    for key, kind in (("num_train_timesteps", int), ("beta_start", float), ("beta_end", float), ("beta_schedule", str)):
+        if key in vp:
+            _require(root, vp, key, kind, "sampler.vp")
     d = _require(root, m, "decoder", dict, "manifest")
+    if "prefix_latent_frames" in d and not 1 <= _require(root, d, "prefix_latent_frames", int, "decoder") <= 64:
+        _fail(root, "manifest: decoder.prefix_latent_frames must be in [1, 64]")
     caches = _require(root, d, "caches", list, "decoder")
     for c in caches:
         if not (isinstance(c, dict) and isinstance(c.get("input"), str) and isinstance(c.get("output"), str)):
@@ -234,7 +246,10 @@ def load_bundle(path: str | Path, *, verify_hashes: bool = True) -> Bundle:
         where = f"component {name}"
         full = _check_file(root, comp, where, verify_hashes)
         declared = {}
-        for j, ext in enumerate(comp.get("external_data", [])):
+        ext_list = comp.get("external_data", [])
+        if not isinstance(ext_list, list):
+            _fail(root, f"manifest: {where}.external_data must be a list of files")
+        for j, ext in enumerate(ext_list):
             ext_path = _check_file(root, ext, f"{where} external_data[{j}]", verify_hashes)
             declared[ext_path] = ext["file"]
         for loc in external_data_locations(full):

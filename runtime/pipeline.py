@@ -100,7 +100,10 @@ class Pipeline:
                 from tokenizers import Tokenizer
 
                 tok = self.bundle.tokenizer
-                t = Tokenizer.from_file(str(self.bundle.path / tok["file"]))
+                try:
+                    t = Tokenizer.from_file(str(self.bundle.path / tok["file"]))
+                except Exception as e:  # tokenizers raises its own Exception type for a malformed file
+                    raise BundleError(f"bundle {self.bundle.path}: tokenizer.json cannot be read ({str(e).splitlines()[0] if str(e) else type(e).__name__})") from None
                 t.enable_truncation(tok["max_length"])
                 t.enable_padding(length=tok["max_length"], pad_id=tok["pad_id"])
                 self._tokenizer = t

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import onnxruntime as ort
 
-from .errors import InputError, ProviderError
+from .errors import BundleError, InputError, ProviderError
 
 PROVIDERS = {
     "cpu": "CPUExecutionProvider",
@@ -21,6 +21,12 @@ _INSTALL_HINT = {
     "cpu": "reinstall onnxruntime",
 }
 MAX_THREADS = 1024
+# ONNX Runtime's load failures derive from Exception directly, not from one base of their own.
+_ORT_LOAD_ERRORS = tuple(
+    getattr(ort.capi.onnxruntime_pybind11_state, n)
+    for n in ("Fail", "InvalidArgument", "InvalidGraph", "InvalidProtobuf", "NoSuchFile", "NotImplemented", "RuntimeException")
+    if hasattr(ort.capi.onnxruntime_pybind11_state, n)
+) + (RuntimeError, ValueError, OSError)
 
 
 def check_provider(name: str) -> list[str]:
@@ -53,4 +59,8 @@ def open_session(path: Path, provider: str = "cpu", threads: int | None = None) 
         opts.intra_op_num_threads = check_threads(threads)
         opts.inter_op_num_threads = 1
     opts.log_severity_level = 3  # warnings from the graph optimiser are not the user's business
-    return ort.InferenceSession(str(path), sess_options=opts, providers=providers)
+    try:
+        return ort.InferenceSession(str(path), sess_options=opts, providers=providers)
+    except _ORT_LOAD_ERRORS as e:
+        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        raise BundleError(f"{path}: ONNX Runtime cannot load this graph ({first})") from None

@@ -373,6 +373,8 @@ def _resolve_target(path: str | os.PathLike) -> _Target:
     folder = p.parent
     if not folder.is_dir():
         raise InputError(f"output folder {str(folder)!r} does not exist; create it first")
+    if not os.access(folder, os.W_OK | os.X_OK):
+        raise InputError(f"output folder {str(folder)!r} is not writable")
     if ext == ".png":
         return _Target(ext, folder, None, p.stem)
     return _Target(ext, folder, p, None)
