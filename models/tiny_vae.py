@@ -124,6 +124,10 @@ class Encoder(nn.Module):
         self.mid = ResBlock(ch[-1], ch[-1])
         self.norm_out = RMSNorm(ch[-1])
         self.conv_out = CausalConv3d(ch[-1], 2 * cfg.latent_channels, kt=1)
+        # Start with a near-deterministic posterior (std ~0.02): with unit noise at init the
+        # latent carries almost nothing and the decoder settles on the background colour.
+        with torch.no_grad():
+            self.conv_out.conv.bias[cfg.latent_channels :].fill_(-8.0)
 
     def forward(self, x):  # (B, 3, T, H, W) in [-1, 1]
         x, _ = self.conv_in(x)
