@@ -45,7 +45,7 @@ BUCKETS = {
 class VAETrainConfig:
     steps: int = 1500
     batch: int = 8
-    lr: float = 3e-4  # 6e-4 diverged after ~70 steps (loss 0.11 -> 0.6)
+    lr: float = 6e-4
     object_weight: float = 5.0  # extra loss weight on pixels that differ from the background
     warmup: int = 50
     l1_weight: float = 1.0
@@ -56,13 +56,13 @@ class VAETrainConfig:
 class DiTTrainConfig:
     steps: int = 3000
     batch: int = 64
-    lr: float = 6e-4
+    lr: float = 4e-4
     warmup: int = 300
     weight_decay: float = 0.0
     ema: float = 0.999
     text_dropout: float = 0.1
     cond_prob: float = 0.35  # share of samples with some known latent frames
-    clips: int = 24000  # cached clips over all buckets, 2 captions each
+    clips: int = 16000  # cached clips over all buckets, 2 captions each
     size: str = "tiny"
     seed: int = 0
 

@@ -1,0 +1,137 @@
+"""How well a tiny bundle follows prompts: ShapesBench in and out of distribution, ground truth, wall time.
+
+    python benchmarks/tiny_quality.py [--bundle DIR] [--seeds 2] [--out benchmarks/results]
+
+Writes tiny_quality.json and tiny_quality.md (a table for the README) and
+docs/contact_sheet.png (generated clips, one row per prompt, every 4th frame).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+from kinema.models import shapes_bench as sb
+from kinema.runtime import Pipeline
+
+DATA = Path(sb.__file__).resolve().parent / "data"
+SHEET_PROMPTS = [
+    "a yellow star spinning on a gray background",
+    "a red ball bouncing on a white background",
+    "a large blue square moving left on a black background",
+    "a small green triangle moving up on a gray background",
+    "a purple circle growing on a black background",
+    "an orange square shrinking on a white background",
+]
+
+
+def bench(pipe: Pipeline, rows, seeds, **settings) -> dict:
+    def generate(prompt, seed):
+        return pipe.generate(prompt, seed=seed, **settings).frames
+
+    t0 = time.perf_counter()
+    res = sb.run_bench(rows, seeds, generate)
+    res["seconds_per_video"] = (time.perf_counter() - t0) / (len(rows) * len(seeds))
+    return res
+
+
+def ground_truth(rows, seeds) -> dict:
+    scored = []
+    for row in rows:
+        for seed in seeds:
+            s = sb.score_video(sb.ground_truth_generate(row, seed), row)
+            scored.append(s)
+    return sb.aggregate(scored)
+
+
+def contact_sheet(pipe: Pipeline, path: Path, seed: int = 0):
+    from PIL import Image, ImageDraw
+
+    scale, pad, label_h = 2, 4, 16
+    rows = []
+    for prompt in SHEET_PROMPTS:
+        frames = pipe.generate(prompt, seed=seed).frames  # (T, H, W, 3)
+        picks = frames[::4]
+        strip = np.concatenate([np.pad(f, ((0, 0), (0, pad), (0, 0)), constant_values=255) for f in picks], axis=1)
+        rows.append((prompt, np.kron(strip, np.ones((scale, scale, 1), dtype=np.uint8))))
+    width = max(r.shape[1] for _, r in rows)
+    height = sum(r.shape[0] + label_h + pad for _, r in rows)
+    sheet = Image.new("RGB", (width, height), "white")
+    draw = ImageDraw.Draw(sheet)
+    y = 0
+    for prompt, strip in rows:
+        draw.text((2, y + 2), prompt, fill="black")
+        sheet.paste(Image.fromarray(strip), (0, y + label_h))
+        y += strip.shape[0] + label_h + pad
+    path.parent.mkdir(parents=True, exist_ok=True)
+    sheet.save(path)
+
+
+def wall_time(bundle: str | None) -> dict:
+    """Command start to file written for the default clip at default settings, in a fresh process."""
+    with tempfile.TemporaryDirectory() as d:
+        cmd = [sys.executable, "-m", "kinema.runtime.cli", "generate", "a yellow star spinning on a gray background", "-o", f"{d}/star.mp4", "-q"]
+        if bundle:
+            cmd += ["--bundle", bundle]
+        t0 = time.perf_counter()
+        subprocess.run(cmd, check=True)
+        seconds = time.perf_counter() - t0
+    shown = "kinema generate \"a yellow star spinning on a gray background\" -o star.mp4" + (f" --bundle {bundle}" if bundle else "")
+    return {"command": shown, "seconds": seconds}
+
+
+def main(argv=None):
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--bundle", default=None)
+    ap.add_argument("--seeds", type=int, default=2)
+    ap.add_argument("--out", type=Path, default=Path("benchmarks/results"))
+    ap.add_argument("--sheet", type=Path, default=Path("docs/contact_sheet.png"))
+    args = ap.parse_args(argv)
+    pipe = Pipeline.from_bundle(args.bundle)
+    seeds = list(range(args.seeds))
+    rows_in = sb.load_prompts(DATA / "shapes_prompts.jsonl")
+    rows_out = sb.load_prompts(DATA / "shapes_prompts_heldout.jsonl")
+    result = {
+        "bundle": str(pipe.bundle.path),
+        "bundle_sha256": pipe.bundle.digest,
+        "settings": {k: pipe.bundle.sampler[k] for k in ("sampler", "steps", "guidance", "shift")},
+        "seeds": seeds,
+        "in_distribution": bench(pipe, rows_in, seeds),
+        "held_out": bench(pipe, rows_out, seeds),
+        "ground_truth": ground_truth(rows_in, seeds),
+        "wall_time": wall_time(args.bundle),
+    }
+    contact_sheet(pipe, args.sheet)
+    args.out.mkdir(parents=True, exist_ok=True)
+    slim = {k: ({kk: vv for kk, vv in v.items() if kk != "rows"} if isinstance(v, dict) else v) for k, v in result.items()}
+    (args.out / "tiny_quality.json").write_text(json.dumps(result, indent=1, default=float) + "\n")
+    attrs = ["background", "count", "color", "shape", "size", "motion"]
+    lines = [
+        f"ShapesBench, {len(seeds)} seeds, bundle {pipe.bundle.name} ({slim['settings']})",
+        "",
+        "| set | videos | adherence | " + " | ".join(attrs) + " | flicker | smoothness |",
+        "|---|---:|---:|" + "---:|" * len(attrs) + "---:|---:|",
+    ]
+    for name in ("in_distribution", "held_out", "ground_truth"):
+        r = result[name]
+        acc = r["accuracy"]
+        lines.append(
+            f"| {name.replace('_', ' ')} | {r['n']} | {r['adherence']:.3f} | "
+            + " | ".join(f"{acc.get(a, float('nan')):.3f}" for a in attrs)
+            + f" | {r['flicker']:.4f} | {r['smoothness']:.4f} |"
+        )
+    lines += ["", "Motion accuracy by kind (in distribution): " + ", ".join(f"{k} {v:.2f}" for k, v in result["in_distribution"].get("motion_by_kind", {}).items())]
+    lines += ["", f"Wall time, command start to file written: {result['wall_time']['seconds']:.1f} s (`{result['wall_time']['command']}`)"]
+    (args.out / "tiny_quality.md").write_text("\n".join(lines) + "\n")
+    print("\n".join(lines))
+
+
+if __name__ == "__main__":
+    main()
