@@ -2,7 +2,8 @@
 
     python -m kinema.models.train_tiny all --out runs/tiny
 
-Each stage resumes from `<out>/<stage>.pt` when it exists, so training can be spread over
+Stages: the VAE; the DiT on latents of the frozen VAE encoder; then the decoder alone
+(encoder still frozen) for sharper frames in the same latent space. Each stage resumes from `<out>/<stage>.pt` when it exists, so training can be spread over
 several runs; `--max-minutes` stops a run cleanly (checkpoint written) before a deadline.
 The final weights go to models/data/ as safetensors (EMA weights for the DiT), and the
 loss curves to `<out>/loss_<stage>.png`.
@@ -155,6 +156,17 @@ def load_weights(module: torch.nn.Module, path: Path):
 # ----------------------------------------------------------------------------- VAE
 
 
+def recon_loss(recon, video, cfg: VAETrainConfig):
+    """MSE + L1 with extra weight on object pixels.
+
+    Objects cover a few percent of the pixels; without extra weight the decoder first
+    learns (and long stays at) the flat background. The corner pixel is the background.
+    """
+    weight = 1.0 + cfg.object_weight * ((video - video[..., :1, :1]).abs().amax(1, keepdim=True) > 0.05).float()
+    err = recon - video
+    return (weight * (err.pow(2) + cfg.l1_weight * err.abs())).mean() / weight.mean()
+
+
 def train_vae(out: Path, cfg: VAETrainConfig, max_minutes: float):
     torch.manual_seed(cfg.seed)
     vae = TinyVAE(VAEConfig())
@@ -187,12 +199,7 @@ def train_vae(out: Path, cfg: VAETrainConfig, max_minutes: float):
             g["lr"] = lr
         with torch.autocast("cpu", dtype=torch.bfloat16):
             recon, kl = vae(video)
-        recon = recon.float()
-        # Objects cover a few percent of the pixels; without extra weight the decoder first
-        # learns (and long stays at) the flat background. The corner pixel is the background.
-        weight = 1.0 + cfg.object_weight * ((video - video[..., :1, :1]).abs().amax(1, keepdim=True) > 0.05).float()
-        err = recon - video
-        loss = (weight * (err.pow(2) + cfg.l1_weight * err.abs())).mean() / weight.mean() + vae.cfg.kl_weight * kl.float()
+        loss = recon_loss(recon.float(), video, cfg) + vae.cfg.kl_weight * kl.float()
         opt.zero_grad(set_to_none=True)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(vae.parameters(), 1.0)
@@ -228,6 +235,61 @@ def fit_latent_stats(vae: TinyVAE, rng: np.random.Generator, clips: int = 256):
     vae.latent_mean.copy_(z.mean(dim=(0, 2, 3, 4)))
     vae.latent_std.copy_(z.std(dim=(0, 2, 3, 4)))
     print("vae latent mean", vae.latent_mean.numpy().round(3), "std", vae.latent_std.numpy().round(3))
+
+
+def tune_decoder(out: Path, cfg: VAETrainConfig, max_minutes: float):
+    """Sharpen the decoder with the encoder frozen, so the latent space the DiT learned is unchanged."""
+    vae = load_weights(TinyVAE(VAEConfig()), VAE_WEIGHTS)
+    vae.encoder.requires_grad_(False)
+    opt = torch.optim.AdamW(vae.decoder.parameters(), lr=cfg.lr, weight_decay=0.0)
+    ckpt = out / "decoder.pt"
+    step = 0
+    rng = np.random.default_rng(cfg.seed + 10)
+    if ckpt.exists():
+        state = torch.load(ckpt, weights_only=False)
+        vae.decoder.load_state_dict(state["decoder"])
+        opt.load_state_dict(state["opt"])
+        step = state["step"]
+        rng.bit_generator.state = state["rng"]
+        print(f"decoder: resumed at step {step}")
+    log = LossLog(out / "loss_decoder.csv")
+    start = last_save = time.time()
+
+    def save():
+        torch.save({"decoder": vae.decoder.state_dict(), "opt": opt.state_dict(), "step": step, "rng": rng.bit_generator.state}, ckpt)
+
+    while step < cfg.steps:
+        frames, h, w = pick_bucket(rng)
+        frames = 9 if rng.random() < 0.7 else 17
+        video, _ = render_batch(rng, cfg.batch, frames, h, w)
+        lr = lr_at(step, cfg.steps, cfg.lr, cfg.warmup)
+        for g in opt.param_groups:
+            g["lr"] = lr
+        with torch.no_grad():
+            z, _ = vae.encode_moments(video)  # the DiT generates (normalised) encoder means
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            recon, _ = vae.decoder(z)
+        loss = recon_loss(recon.float(), video, cfg)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(vae.decoder.parameters(), 1.0)
+        opt.step()
+        step += 1
+        log.add(step, loss.item(), lr, time.time() - start)
+        if step % 50 == 0:
+            print(f"decoder step {step}/{cfg.steps} loss {loss.item():.4f} lr {lr:.2e} {time.time() - start:.0f}s", flush=True)
+        if time.time() - last_save > 120:
+            save()
+            last_save = time.time()
+        if (time.time() - start) / 60 > max_minutes:
+            save()
+            print("decoder: time budget reached, checkpoint saved")
+            return False
+    save()
+    save_weights(vae.eval(), VAE_WEIGHTS, {"config": asdict(vae.cfg), "train": asdict(cfg), "decoder_tune_steps": step})
+    plot_loss(out / "loss_decoder.csv", out / "loss_decoder.png", "tiny VAE decoder fine-tune (encoder frozen)")
+    print(f"decoder: wrote {VAE_WEIGHTS}")
+    return True
 
 
 # ----------------------------------------------------------------------------- DiT data
@@ -369,11 +431,12 @@ def train_dit(out: Path, cfg: DiTTrainConfig, max_minutes: float):
 
 def main(argv=None):
     ap = argparse.ArgumentParser(prog="python -m kinema.models.train_tiny", description=__doc__.splitlines()[0])
-    ap.add_argument("stage", choices=["vae", "dit", "all"])
+    ap.add_argument("stage", choices=["vae", "dit", "decoder", "all"], help="all = vae, then dit, then decoder")
     ap.add_argument("--out", type=Path, default=Path("runs/tiny"))
     ap.add_argument("--max-minutes", type=float, default=float("inf"), help="stop cleanly (checkpoint saved) after this long")
     ap.add_argument("--vae-steps", type=int, default=VAETrainConfig.steps)
     ap.add_argument("--dit-steps", type=int, default=DiTTrainConfig.steps)
+    ap.add_argument("--decoder-steps", type=int, default=1500, help="decoder fine-tune steps with the encoder frozen")
     ap.add_argument("--threads", type=int, default=None)
     args = ap.parse_args(argv)
     if args.threads:
@@ -384,7 +447,10 @@ def main(argv=None):
         if not train_vae(args.out, VAETrainConfig(steps=args.vae_steps), args.max_minutes):
             return
     if args.stage in ("dit", "all"):
-        train_dit(args.out, DiTTrainConfig(steps=args.dit_steps), (deadline - time.time()) / 60)
+        if not train_dit(args.out, DiTTrainConfig(steps=args.dit_steps), (deadline - time.time()) / 60):
+            return
+    if args.stage in ("decoder", "all"):
+        tune_decoder(args.out, VAETrainConfig(steps=args.decoder_steps, lr=3e-4), (deadline - time.time()) / 60)
 
 
 if __name__ == "__main__":
