@@ -181,6 +181,10 @@ def train_vae(out: Path, cfg: VAETrainConfig, max_minutes: float):
         step = state["step"]
         rng.bit_generator.state = state["rng"]
         print(f"vae: resumed at step {step}")
+        if step >= cfg.steps and VAE_WEIGHTS.exists():
+            # Finished: refitting the latent statistics would move the space the DiT learned.
+            print(f"vae: already trained ({step} steps), weights at {VAE_WEIGHTS}")
+            return True
     log = LossLog(out / "loss_vae.csv")
     start = time.time()
     last_save = start
