@@ -44,7 +44,10 @@ class TextEncoder(nn.Module):
     @classmethod
     def pretrained(cls) -> "TextEncoder":
         from transformers import BertModel
+        from transformers.utils import logging as hf_logging
 
+        hf_logging.set_verbosity_error()  # the unused pooler weights are expected, not news
+        hf_logging.disable_progress_bar()
         bert = BertModel.from_pretrained(str(minilm_dir()), attn_implementation="eager", add_pooling_layer=False)
         return cls(bert).eval()
 
