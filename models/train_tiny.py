@@ -133,7 +133,8 @@ def save_weights(module: torch.nn.Module, path: Path, meta: dict):
 
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_suffix(".tmp")
-    state = {k: v.detach().contiguous().float() for k, v in module.state_dict().items()}
+    # fp16 on disk halves what the repository carries; the models load them back into fp32.
+    state = {k: v.detach().contiguous().half() if v.is_floating_point() else v.detach().contiguous() for k, v in module.state_dict().items()}
     save_file(state, str(tmp), metadata={k: str(v) for k, v in meta.items()})
     tmp.replace(path)
 
@@ -149,7 +150,7 @@ def load_weights(module: torch.nn.Module, path: Path):
     shapes = [f"{k}: file {tuple(state[k].shape)} vs model {tuple(own[k].shape)}" for k in own if k in state and state[k].shape != own[k].shape]
     if missing or extra or shapes:
         raise ValueError(f"{path}: weights do not fit the model: missing {missing[:5]}, unexpected {extra[:5]}, shapes {shapes[:5]}")
-    module.load_state_dict(state)
+    module.load_state_dict({k: v.to(own[k].dtype) for k, v in state.items()})
     return module
 
 
