@@ -55,7 +55,7 @@ class VAETrainConfig:
 
 @dataclass(frozen=True)
 class DiTTrainConfig:
-    steps: int = 3000
+    steps: int = 2500
     batch: int = 64
     lr: float = 4e-4
     warmup: int = 300
@@ -441,7 +441,7 @@ def main(argv=None):
     ap.add_argument("--max-minutes", type=float, default=float("inf"), help="stop cleanly (checkpoint saved) after this long")
     ap.add_argument("--vae-steps", type=int, default=VAETrainConfig.steps)
     ap.add_argument("--dit-steps", type=int, default=DiTTrainConfig.steps)
-    ap.add_argument("--decoder-steps", type=int, default=1500, help="decoder fine-tune steps with the encoder frozen")
+    ap.add_argument("--decoder-steps", type=int, default=1000, help="decoder fine-tune steps with the encoder frozen")
     ap.add_argument("--threads", type=int, default=None)
     args = ap.parse_args(argv)
     if args.threads:
