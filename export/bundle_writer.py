@@ -30,7 +30,11 @@ def component_entry(raw: dict, precision: str = "fp32") -> dict:
 
 
 def finish_manifest(stage: Path, spec: dict) -> dict:
-    """Copy the tokenizer, write licence notes, and return the manifest for the staged folder."""
+    """Copy the tokenizer, write licence notes, and return the manifest for the staged folder.
+
+    `spec["copy_files"]` ({name: source path}, optional) names extra files copied byte for
+    byte, as a quantized bundle carries its source's licence files.
+    """
     spec = dict(spec)
     tok = dict(spec.pop("tokenizer"))
     src = Path(tok.pop("source"))
@@ -38,6 +42,10 @@ def finish_manifest(stage: Path, spec: dict) -> dict:
     files = []
     for fname, text in spec.pop("licence_notes", {}).items():
         (stage / fname).write_text(text.rstrip() + "\n", encoding="utf-8")
+        files.append(file_entry(stage, fname))
+    for fname, source in spec.pop("copy_files", {}).items():
+        (stage / fname).parent.mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(source, stage / fname)
         files.append(file_entry(stage, fname))
     comps = {name: c if "precision" in c else component_entry(c) for name, c in spec.pop("components").items()}
     return {
@@ -56,13 +64,19 @@ def write_manifest(folder: Path, manifest: dict) -> None:
     (folder / "manifest.json").write_text(json.dumps(manifest, indent=2, default=str) + "\n", encoding="utf-8")
 
 
-def write_bundle(out: Path, build: Callable[[Path], dict], *, overwrite: bool = False) -> Path:
-    """Run `build(stage)` in a hidden folder beside `out`, check the result as the runtime will, then move it into place."""
+def check_output(out: Path, *, overwrite: bool = False) -> Path:
+    """The bundle folder to write, checked before any work: new, or an existing bundle with overwrite."""
     out = Path(out)
     if out.exists() and not overwrite:
         raise InputError(f"output {out} already exists; choose another --out or pass --overwrite")
     if out.exists() and not (out / "manifest.json").is_file():
         raise InputError(f"output {out} exists and is not a kinema bundle; refusing to replace it")
+    return out
+
+
+def write_bundle(out: Path, build: Callable[[Path], dict], *, overwrite: bool = False) -> Path:
+    """Run `build(stage)` in a hidden folder beside `out`, check the result as the runtime will, then move it into place."""
+    out = check_output(out, overwrite=overwrite)
     out.parent.mkdir(parents=True, exist_ok=True)
     stage = Path(tempfile.mkdtemp(prefix=f".{out.name}.", suffix=".partial", dir=out.parent))
     try:

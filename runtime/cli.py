@@ -1,4 +1,4 @@
-"""The `kinema` command: generate, info, export, bench.
+"""The `kinema` command: generate, info, export, quantize, bench.
 
 Bad input exits with code 2 and one line on stderr, before any graph is opened or file
 written. The torch-side folders are imported inside the subcommands that need them.
@@ -120,6 +120,36 @@ def cmd_export(args) -> int:
         overwrite=args.overwrite,
         with_encoder=not args.no_encoder,
     )
+    print(f"kinema: wrote bundle {out}", file=sys.stderr)
+    return 0
+
+
+def cmd_quantize(args) -> int:
+    from kinema.quantize.recipes import PRESETS  # plain dataclasses: no onnx
+
+    from .bundle import load_bundle
+
+    if args.recipe not in PRESETS:
+        raise KinemaError(f"recipe {args.recipe!r} is unknown; choose one of {', '.join(PRESETS)}")
+    load_bundle(args.bundle, verify_hashes=False)  # a missing or malformed bundle fails here, in one line
+    try:
+        import onnx  # noqa: F401
+        import onnxruntime.quantization  # noqa: F401
+
+        from kinema.quantize.quantize_bundle import quantize_bundle
+    except ImportError as e:
+        raise KinemaError(f"quantize needs the torch side: pip install 'kinema[export]' ({e})") from None
+    out = quantize_bundle(args.bundle, args.output, args.recipe, overwrite=args.overwrite)
+    src, q = load_bundle(args.bundle, verify_hashes=False), load_bundle(out, verify_hashes=False)
+    measured = q.manifest["quantization"]["measured"]
+    print(f"{q.name}  (recipe {args.recipe}, from {src.name})")
+    for name, c in q.components.items():
+        size = c["bytes"] + sum(e["bytes"] for e in c.get("external_data", []))
+        line = f"  {name:<15} {c.get('precision', '?'):<18} {size / 2**20:8.1f} MiB"
+        if name in measured:
+            sqnr = ", ".join(f"{o} {'identical' if v is None else f'{v:.1f} dB'}" for o, v in measured[name]["sqnr_db"].items())
+            line += f"  x{measured[name]['size_ratio']:.2f} of fp32  SQNR {sqnr}"
+        print(line)
     print(f"kinema: wrote bundle {out}", file=sys.stderr)
     return 0
 
@@ -344,6 +374,18 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("--no-encoder", action="store_true", help="leave out the video encoder graph (no image/video prompting)")
     e.add_argument("--overwrite", action="store_true", help="replace an existing bundle at --out")
     e.set_defaults(func=cmd_export)
+
+    q = sub.add_parser(
+        "quantize",
+        help="write a quantized copy of a bundle (needs kinema[export])",
+        description="Apply a quantization recipe to each graph of a bundle with ONNX Runtime's tools, "
+        "measure each changed graph's SQNR against the source, and write a new bundle.",
+    )
+    q.add_argument("bundle", help="source bundle folder (fp32)")
+    q.add_argument("--recipe", required=True, help="int8 (dynamic, uint8 activations), int4 (weight-only), fp16, or fp32 (a copy)")
+    q.add_argument("-o", "--output", required=True, help="bundle folder to write")
+    q.add_argument("--overwrite", action="store_true", help="replace an existing bundle at --output")
+    q.set_defaults(func=cmd_quantize)
 
     b = sub.add_parser("bench", help="score a bundle on a benchmark", description="Score a bundle (or the ground truth) on a benchmark.")
     bsub = b.add_subparsers(dest="benchmark", metavar="BENCHMARK", required=True, parser_class=_Parser)

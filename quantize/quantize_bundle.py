@@ -1,0 +1,402 @@
+"""Bundle in, quantized bundle out: apply a recipe per component with ONNX Runtime's tools, record and measure.
+
+    from kinema.quantize.quantize_bundle import quantize_bundle
+    quantize_bundle("kinema-tiny", "kinema-tiny-int8", "int8")
+
+Every recipe is checked against the source graphs (components exist, every node or
+module scope it keeps in float is there) before anything is written. The result is
+staged beside the output, its manifest records the recipe, the source bundle's sha256
+and the SQNR of each changed graph against its source on fixed inputs, and it is checked
+with the runtime's `load_bundle` before it is moved into place (export/bundle_writer.py).
+"""
+
+from __future__ import annotations
+
+import ast
+import logging
+import math
+import shutil
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from kinema.export.bundle_writer import check_output, file_entry, write_bundle
+from kinema.runtime.bundle import Bundle, load_bundle
+from kinema.runtime.errors import InputError
+from kinema.runtime.onnx_scan import external_data_locations
+from kinema.runtime.pipeline import Pipeline
+from kinema.runtime.sessions import open_session
+
+from .recipes import BundleRecipe, DynamicInt8, Float16, KeepFloat, Recipe, WeightOnly, float_nodes, preset
+
+# Fixed probe inputs for the SQNR measurements: captions in the style of the tiny
+# family's procedural world, and the empty negative prompt the sampler pairs them with.
+PROBE_PROMPTS = (
+    "a red ball bouncing",
+    "two blue squares sliding left on a white background",
+    "a small green triangle spinning slowly",
+    "",
+)
+PROBE_SEED = 0
+# Where on the noise range the denoiser is probed: flow sigma, or the fraction of the VP training steps.
+PROBE_TIMES = (1.0, 0.75, 0.5, 0.25)
+SCOPES_KEY = "pkg.torch.onnx.name_scopes"  # module path the torch.onnx dynamo exporter records per node
+
+
+@dataclass(frozen=True)
+class ComponentPlan:
+    """One component's recipe and the node names it keeps in float, resolved against its graph."""
+
+    recipe: Recipe
+    float_nodes: tuple[str, ...]
+
+
+# ---------------------------------------------------------------------- node groups
+
+
+def _scopes(node) -> list[str]:
+    for p in node.metadata_props:
+        if p.key == SCOPES_KEY:
+            try:
+                value = ast.literal_eval(p.value)  # "['', 'dit', 'dit.blocks.0', 'dit.blocks.0.ada', ...]"
+            except (ValueError, SyntaxError):
+                return []
+            return [s for s in value if isinstance(s, str) and s] if isinstance(value, list) else []
+    return []
+
+
+def resolve_nodes(graph, entries: tuple[str, ...], graph_file: str) -> tuple[str, ...]:
+    """Node names selected by a recipe's entries; raises InputError for an entry that selects nothing.
+
+    An entry selects a node by its name, or by a run of whole dotted components of the
+    node's module scopes or weight names: "ada" selects dit.blocks.3.ada.1, not dit.adapter.
+    """
+    inits = {i.name for i in graph.initializer}
+    keys = {}
+    for node in graph.node:
+        if node.name:  # ORT's quantizers exclude by name; the exporter names every node
+            keys[node.name] = [f".{s}." for s in _scopes(node) + [i for i in node.input if i in inits]]
+    selected: dict[str, None] = {}
+    for entry in entries:
+        hits = [name for name, ks in keys.items() if name == entry or any(f".{entry}." in k for k in ks)]
+        if not hits:
+            raise InputError(f"recipe names node {entry!r} which is not in {graph_file} (give a node name or a module scope such as 'ada')")
+        selected.update(dict.fromkeys(hits))
+    return tuple(selected)
+
+
+def plan(src: Bundle, recipe: BundleRecipe) -> dict[str, ComponentPlan]:
+    """Each component's recipe with its float nodes resolved; all checks, no writing."""
+    import onnx
+
+    missing = [c for c in recipe.components if not src.has(c)]
+    if missing:
+        raise InputError(f"recipe {recipe.name!r} names component(s) {', '.join(missing)} that bundle {src.path} does not have")
+    plans = {}
+    for name, entry in src.components.items():
+        r = recipe.for_component(name)
+        keep: tuple[str, ...] = ()
+        if float_nodes(r):
+            graph = onnx.load(str(src.component_path(name)), load_external_data=False).graph
+            keep = resolve_nodes(graph, float_nodes(r), entry["file"])
+        plans[name] = ComponentPlan(r, keep)
+    return plans
+
+
+# ---------------------------------------------------------------------- applying a recipe
+
+
+def _copy_graph(src_root: Path, rel: str, stage: Path) -> None:
+    """Copy a graph and the external-data files it names, at the same relative paths."""
+    src = src_root / rel
+    dst = stage / rel
+    dst.parent.mkdir(parents=True, exist_ok=True)
+    shutil.copyfile(src, dst)
+    for loc in external_data_locations(src):
+        (dst.parent / loc).parent.mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(src.parent / loc, dst.parent / loc)
+
+
+def _dynamic_exclusions(graph, r: DynamicInt8, keep: tuple[str, ...]) -> list[str]:
+    """Node names for quantize_dynamic's nodes_to_exclude that give the recipe its meaning.
+
+    ORT's dynamic mode first rewrites every Gemm into MatMul (+ Add), renamed
+    `<name>_MatMul`, and only then applies nodes_to_exclude and op_types: an excluded Gemm
+    would be quantized, and "MatMul" alone would take the Gemms too. Each Gemm to keep is
+    therefore named in both spellings, and a MatMul/Gemm whose op type the recipe leaves
+    out is excluded by name.
+    """
+    names = set(keep) | {n.name for n in graph.node if n.op_type in ("MatMul", "Gemm") and n.op_type not in r.op_types}
+    gemms = {n.name for n in graph.node if n.op_type == "Gemm"}
+    return sorted(names | {f"{n}_MatMul" for n in names & gemms})
+
+
+@contextmanager
+def _quiet_ort_tools():
+    """Keep ONNX Runtime's quantization tools from flooding stderr or reconfiguring logging.
+
+    matmul_nbits_quantizer calls logging.basicConfig(level=INFO) at import (one INFO line
+    per MatMul it skips, and a root handler for the whole process), and quantize_dynamic
+    warns on the root logger that it was not given ORT's shape-inference pre-pass on every
+    call. Their warnings and infos are dropped while they run; errors still show.
+    """
+    root = logging.getLogger()
+    level, handlers = root.level, list(root.handlers)
+
+    def drop(record: logging.LogRecord) -> bool:
+        return record.levelno > logging.WARNING or "onnxruntime" not in record.pathname.replace("\\", "/")
+
+    root.addFilter(drop)
+    try:
+        from onnxruntime.quantization import matmul_nbits_quantizer
+
+        root.setLevel(level)
+        root.handlers[:] = handlers  # undo the import's basicConfig
+        logger = logging.getLogger(matmul_nbits_quantizer.__name__)
+        logger_level = logger.level
+        logger.setLevel(logging.WARNING)
+        try:
+            yield
+        finally:
+            logger.setLevel(logger_level)
+    finally:
+        root.removeFilter(drop)
+
+
+def apply_recipe(p: ComponentPlan, src: Path, dst: Path, *, external_data: bool) -> None:
+    """Write `src` quantized by the plan's recipe to `dst` (ONNX Runtime's tools do the work)."""
+    with _quiet_ort_tools():
+        _apply(p, src, dst, external_data)
+
+
+def _apply(p: ComponentPlan, src: Path, dst: Path, external_data: bool) -> None:
+    r = p.recipe
+    dst.parent.mkdir(parents=True, exist_ok=True)
+    if isinstance(r, DynamicInt8):
+        import onnx
+        from onnxruntime.quantization import QuantType, quantize_dynamic
+
+        quantize_dynamic(
+            src,
+            dst,
+            # Gemms reach ORT's op-type filter as MatMuls (see _dynamic_exclusions)
+            op_types_to_quantize=["MatMul"] * bool({"MatMul", "Gemm"} & set(r.op_types)) + [o for o in r.op_types if o in ("Conv", "Gather")],
+            per_channel=r.per_channel,
+            reduce_range=r.reduce_range,
+            weight_type=QuantType.QInt8,  # activations are always uint8 in ORT's dynamic mode (DynamicQuantizeLinear)
+            nodes_to_exclude=_dynamic_exclusions(onnx.load(str(src), load_external_data=False).graph, r, p.float_nodes),
+            use_external_data_format=external_data,
+        )
+    elif isinstance(r, WeightOnly):
+        import onnx
+        from onnxruntime.quantization.matmul_nbits_quantizer import MatMulNBitsQuantizer
+
+        q = MatMulNBitsQuantizer(
+            onnx.load(str(src)),
+            bits=r.bits,
+            block_size=r.block_size,
+            is_symmetric=r.symmetric,
+            accuracy_level=r.accuracy_level,
+            nodes_to_exclude=list(p.float_nodes),
+        )
+        q.process()
+        q.model.save_model_to_file(str(dst), use_external_data_format=external_data)
+    elif isinstance(r, Float16):
+        import onnx
+        from onnxruntime.transformers.float16 import DEFAULT_OP_BLOCK_LIST, convert_float_to_float16
+
+        model = convert_float_to_float16(
+            onnx.load(str(src)),
+            keep_io_types=True,
+            op_block_list=list(dict.fromkeys([*DEFAULT_OP_BLOCK_LIST, *r.op_block_list])),  # a given list replaces ORT's default
+            node_block_list=list(p.float_nodes),
+        )
+        onnx.save(model, str(dst), save_as_external_data=external_data, location=f"{dst.name}.data")
+    else:
+        raise TypeError(f"apply_recipe: {type(r).__name__} writes no graph")
+
+
+def _entry(stage: Path, src_entry: dict, recipe: Recipe) -> dict:
+    """Manifest entry for a staged graph: the source's signature, the new file's size, hash and precision."""
+    rel = src_entry["file"]
+    entry = {k: v for k, v in src_entry.items() if k not in ("external_data", "export_check", "precision")}
+    entry.update(file_entry(stage, rel))
+    folder = Path(rel).parent
+    ext = [file_entry(stage, (folder / loc).as_posix()) for loc in external_data_locations(stage / rel)]
+    if ext:
+        entry["external_data"] = ext
+    if isinstance(recipe, KeepFloat) and "export_check" in src_entry:
+        entry["export_check"] = src_entry["export_check"]  # still the exported graph: its parity check holds
+    entry["precision"] = recipe.precision
+    return entry
+
+
+# ---------------------------------------------------------------------- measuring
+
+
+def _sqnr_db(signal: float, noise: float) -> float | None:
+    """10 log10(signal / noise) rounded to 0.01 dB; None when the outputs are identical (infinite)."""
+    if noise == 0.0:
+        return None
+    if signal == 0.0:
+        return -math.inf if noise else None
+    return round(10.0 * math.log10(signal / noise), 2)
+
+
+def _probes(pipe: Pipeline, names) -> dict[str, tuple[str, list[tuple[dict, dict]]]]:
+    """Per component: (description, [(feeds, {output: row selector or None})]) from the source bundle."""
+    b = pipe.bundle
+    rng = np.random.Generator(np.random.PCG64(PROBE_SEED))
+    st = pipe.check_inputs(PROBE_PROMPTS[0])  # the bundle's default video size
+    shape = pipe.latent_shape(st)  # (1, C, T, H, W)
+    out: dict = {}
+    if "text_encoder" in names:
+        enc = pipe.tokenizer().encode_batch(list(PROBE_PROMPTS))
+        ids = np.array([e.ids for e in enc], dtype=np.int64)  # (N, L)
+        mask = np.array([e.attention_mask for e in enc], dtype=np.int64)
+        out["text_encoder"] = (
+            f"{len(PROBE_PROMPTS)} tokenized prompts (one empty); real tokens only, padding left out",
+            [({"input_ids": ids, "attention_mask": mask}, {"text_embeds": mask.astype(bool)})],
+        )
+    if "denoiser" in names:
+        embeds, tmask = pipe.encode_text([PROBE_PROMPTS[0], ""])  # (2, L, D) from the source text encoder
+        flow = b.sampler["prediction"] == "flow"
+        n_train = int(b.sampler.get("vp", {}).get("num_train_timesteps", 1000))
+        runs = []
+        for frac in PROBE_TIMES:
+            x = rng.standard_normal(shape, dtype=np.float32)
+            x2 = np.concatenate([x, x])  # (2, C, T, H, W): prompt and negative prompt, as batched guidance runs
+            t = frac if flow else frac * (n_train - 1)
+            feeds = {
+                "latents": x2,
+                "timestep": np.full((2,), t, np.float32),
+                "text_embeds": embeds,
+                "text_mask": tmask,
+                "cond_latents": np.zeros_like(x2),
+                "cond_mask": np.zeros((2, 1, shape[2], 1, 1), np.float32),
+            }
+            runs.append((feeds, {}))
+        out["denoiser"] = (
+            f"random N(0,1) latents {list(shape[1:])} x (prompt, empty prompt) real text embeddings, "
+            f"timesteps at {', '.join(f'{f:g}' for f in PROBE_TIMES)} of the range",
+            runs,
+        )
+    dec = b.decoder
+    n0 = dec.get("prefix_latent_frames", 1)
+    if "decoder_prefix" in names or "decoder_step" in names:
+        prefix_runs, step_runs = [], []
+        for _ in range(2):
+            lat = rng.standard_normal(shape, dtype=np.float32)
+            first = np.ascontiguousarray(lat[:, :, :n0])
+            prefix_runs.append(({"latents": first}, {}))
+            # The step graph is fed the source prefix's caches, so it is measured on its own.
+            ref = pipe.session("decoder_prefix")
+            state = dict(zip([o.name for o in ref.get_outputs()], ref.run(None, {"latents": first})))
+            feeds = {"latents": np.ascontiguousarray(lat[:, :, n0 : n0 + 1])}
+            feeds.update({c["input"]: state[c["output"]] for c in dec["caches"]})
+            step_runs.append((feeds, {}))
+        desc = f"random N(0,1) latents {list(shape[1:])}, 2 draws"
+        out["decoder_prefix"] = (desc + f", first {n0} latent frame(s)", prefix_runs)
+        out["decoder_step"] = (desc + ", the next latent frame with the source prefix's caches", step_runs)
+    if "encoder" in names:
+        frames = rng.random((1, st.frames, st.height, st.width, 3), dtype=np.float32)
+        name = b.components["encoder"]["inputs"][0]["name"]
+        out["encoder"] = (f"uniform random frames {list(frames.shape[1:])} in [0, 1]", [({name: frames}, {})])
+    return out
+
+
+def measure(src: Bundle, stage: Path, names: list[str], threads: int | None = None) -> dict:
+    """Per changed component: SQNR (dB) of each output of the staged graph against the source graph."""
+    if not names:
+        return {}
+    pipe = Pipeline(src, threads=threads)
+    probes = _probes(pipe, names)
+    result = {}
+    for name in names:
+        desc, runs = probes[name]
+        ref = pipe.session(name)
+        qs = open_session(stage / src.components[name]["file"], "cpu", threads)
+        outs = [o.name for o in ref.get_outputs()]
+        signal = dict.fromkeys(outs, 0.0)
+        noise = dict.fromkeys(outs, 0.0)
+        for feeds, rows in runs:
+            for o, r, q in zip(outs, ref.run(outs, feeds), qs.run(outs, feeds)):
+                r, q = np.asarray(r, np.float64), np.asarray(q, np.float64)
+                if rows.get(o) is not None:
+                    r, q = r[rows[o]], q[rows[o]]
+                signal[o] += float(np.sum(r * r))
+                noise[o] += float(np.sum((r - q) ** 2))
+        result[name] = {"sqnr_db": {o: _sqnr_db(signal[o], noise[o]) for o in outs}, "inputs": desc}
+    return result
+
+
+def _graph_bytes(entry: dict) -> int:
+    return entry["bytes"] + sum(e["bytes"] for e in entry.get("external_data", []))
+
+
+# ---------------------------------------------------------------------- the bundle
+
+
+def quantize_bundle(src_dir, out_dir, recipe: BundleRecipe | str, overwrite: bool = False) -> Path:
+    """Write a quantized copy of the bundle at `src_dir` to `out_dir`; returns the new bundle's path.
+
+    `recipe` is a BundleRecipe or a preset name (fp32, fp16, int8, int4). Raises InputError
+    for a bad recipe or output path, BundleError for a bad source, before writing anything.
+    """
+    out = check_output(Path(out_dir), overwrite=overwrite)
+    src = load_bundle(src_dir)  # hashes checked
+    if out.resolve() == src.path:
+        raise InputError(f"output {out} is the source bundle; write the quantized bundle to another folder")
+    already = {n: c.get("precision") for n, c in src.components.items() if c.get("precision", "fp32") != "fp32"}
+    if already or "quantization" in src.manifest:
+        raise InputError(f"bundle {src.path} is already quantized ({already or 'quantization recorded'}); quantize from its fp32 source")
+    if isinstance(recipe, str):
+        recipe = preset(recipe, src.family)
+    plans = plan(src, recipe)
+
+    def build(stage: Path) -> dict:
+        comps, changed = {}, []
+        for name, p in plans.items():
+            entry = src.components[name]
+            if isinstance(p.recipe, KeepFloat):
+                _copy_graph(src.path, entry["file"], stage)
+            else:
+                apply_recipe(p, src.component_path(name), stage / entry["file"], external_data=bool(entry.get("external_data")))
+                changed.append(name)
+            comps[name] = _entry(stage, entry, p.recipe)
+        measured = measure(src, stage, changed)
+        for name in changed:
+            measured[name]["size_ratio"] = round(_graph_bytes(comps[name]) / _graph_bytes(src.components[name]), 4)
+        m = src.manifest
+        tok = m["tokenizer"]
+        rest = {k: v for k, v in m.items() if k not in ("format", "format_version", "created_by", "name", "components", "tokenizer", "files")}
+        return {
+            **rest,
+            "name": f"{src.name}-{recipe.name}",
+            "components": comps,
+            "tokenizer": {"source": src.path / tok["file"], **{k: v for k, v in tok.items() if k not in ("file", "bytes", "sha256")}},
+            "copy_files": {f["file"]: src.path / f["file"] for f in m["files"]},
+            "quantization": {
+                "recipe": recipe.describe(list(plans)),
+                # how many graph nodes the recipe's float groups resolved to (the groups are in the recipe)
+                "float_nodes": {n: len(p.float_nodes) for n, p in plans.items() if p.float_nodes},
+                "source_bundle": src.name,
+                "source_bundle_sha256": src.digest,
+                "tool": _tool_versions(),
+                "measured": measured,
+            },
+        }
+
+    return write_bundle(out, build, overwrite=overwrite)
+
+
+def _tool_versions() -> str:
+    import onnx
+    import onnxruntime
+
+    return f"onnxruntime {onnxruntime.__version__}, onnx {onnx.__version__}"
+
+
+__all__ = ["PROBE_PROMPTS", "ComponentPlan", "apply_recipe", "measure", "plan", "quantize_bundle", "resolve_nodes"]

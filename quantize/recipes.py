@@ -1,0 +1,229 @@
+"""Quantization recipes: what each bundle component becomes, as frozen dataclasses, and the named presets.
+
+One dataclass per kind of quantization; ONNX Runtime's tools do the work
+(quantize_bundle.py). A recipe names the nodes to keep in float explicitly: an entry
+is a node name of the graph, or a module scope of the exported PyTorch module ("ada",
+"dit.final", "blocks.0.mlp"), matched against each node's recorded module path and the
+names of its weight initializers. An entry that matches nothing is an error, so a typo
+never silently quantizes what it meant to protect.
+
+This module imports neither onnx nor onnxruntime: the CLI reads the preset names from it.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import asdict, dataclass, field
+from types import MappingProxyType
+from typing import ClassVar, Union
+
+from kinema.runtime.bundle import COMPONENTS_OPTIONAL, COMPONENTS_REQUIRED
+from kinema.runtime.errors import InputError
+
+
+def _names(value, what: str) -> tuple[str, ...]:
+    """A tuple of non-empty strings; a bare string is refused (it would iterate as characters)."""
+    if isinstance(value, str) or not all(isinstance(v, str) and v for v in value):
+        raise InputError(f"{what} must be a sequence of non-empty names, e.g. ('ada', 'final'), not {value!r}")
+    return tuple(value)
+
+
+def _bool(value, what: str) -> None:
+    if not isinstance(value, bool):
+        raise InputError(f"{what}={value!r} must be True or False")
+
+
+@dataclass(frozen=True)
+class KeepFloat:
+    """Leave the graph exactly as exported (fp32)."""
+
+    precision: ClassVar[str] = "fp32"
+
+
+@dataclass(frozen=True)
+class DynamicInt8:
+    """Dynamic int8 (ORT quantize_dynamic): int8 weights, uint8 activations quantized per call (MatMulInteger).
+
+    uint8 activations because ORT's u8 x s8 MatMulInteger keeps the AVX-512 VNNI path
+    (~840 GOP/s on this project's CPU) and s8 x s8 loses it (~70 GOP/s). Only MatMuls with
+    a constant B are quantized (ORT's MatMulConstBOnly, its dynamic-mode default), so
+    attention's activation x activation products stay float.
+    """
+
+    per_channel: bool = True
+    reduce_range: bool = False  # 7-bit weights only help pre-VNNI CPUs (vpmaddubsw saturation)
+    op_types: tuple[str, ...] = ("MatMul", "Gemm")
+    nodes_to_exclude: tuple[str, ...] = ()
+
+    precision: ClassVar[str] = "int8-dynamic"
+    OP_TYPES: ClassVar[tuple[str, ...]] = ("MatMul", "Gemm", "Conv", "Gather")  # what ORT's dynamic mode quantizes
+
+    def __post_init__(self):
+        _bool(self.per_channel, "DynamicInt8.per_channel")
+        _bool(self.reduce_range, "DynamicInt8.reduce_range")
+        ops = _names(self.op_types, "DynamicInt8.op_types")
+        bad = [o for o in ops if o not in self.OP_TYPES]
+        if bad or not ops:
+            raise InputError(f"DynamicInt8.op_types {ops!r}: ONNX Runtime's dynamic quantization handles {', '.join(self.OP_TYPES)}; choose from those")
+        object.__setattr__(self, "op_types", ops)
+        object.__setattr__(self, "nodes_to_exclude", _names(self.nodes_to_exclude, "DynamicInt8.nodes_to_exclude"))
+
+
+@dataclass(frozen=True)
+class WeightOnly:
+    """Weight-only blockwise int4/int8 (ORT MatMulNBits): weights stored in `bits`, activations stay float.
+
+    Cuts memory and file size; at small sizes it gave no speed-up on this project's CPU.
+    accuracy_level 4 lets the CPU kernel quantize activations to int8 per block for its
+    integer path; None leaves ORT's default (fp32 compute).
+    """
+
+    bits: int = 4
+    block_size: int = 32
+    symmetric: bool = True
+    accuracy_level: int | None = 4
+    nodes_to_exclude: tuple[str, ...] = ()
+
+    BITS: ClassVar[tuple[int, ...]] = (4, 8)
+    ACCURACY_LEVELS: ClassVar[tuple[int | None, ...]] = (None, 0, 1, 2, 3, 4)
+
+    @property
+    def precision(self) -> str:
+        return f"int{self.bits}-weight-only"
+
+    def __post_init__(self):
+        if self.bits not in self.BITS or isinstance(self.bits, bool):
+            raise InputError(f"WeightOnly.bits={self.bits!r} must be one of {self.BITS}")
+        bs = self.block_size
+        if not isinstance(bs, int) or isinstance(bs, bool) or bs < 16 or bs > 256 or bs & (bs - 1):
+            raise InputError(f"WeightOnly.block_size={bs!r} must be a power of two from 16 to 256 (MatMulNBits)")
+        _bool(self.symmetric, "WeightOnly.symmetric")
+        if self.accuracy_level not in self.ACCURACY_LEVELS or isinstance(self.accuracy_level, bool):
+            raise InputError(f"WeightOnly.accuracy_level={self.accuracy_level!r} must be None or 0-4 (4: int8 compute)")
+        object.__setattr__(self, "nodes_to_exclude", _names(self.nodes_to_exclude, "WeightOnly.nodes_to_exclude"))
+
+
+@dataclass(frozen=True)
+class Float16:
+    """fp16 weights and compute, with fp32 islands (onnxruntime.transformers.float16).
+
+    The graph's inputs and outputs stay float32 (the bundle contract; the runtime feeds
+    float32), with Casts at the edges. `op_block_list` is added to ORT's own default list.
+    Normalisation statistics (LayerNormalization; RMS/GroupNorm, which the exporter
+    decomposes into Pow -> ReduceMean -> Sqrt) and Softmax overflow or lose their
+    precision in fp16, so they stay fp32 by default.
+    """
+
+    op_block_list: tuple[str, ...] = ("LayerNormalization", "Softmax", "Pow", "ReduceMean", "Sqrt", "Reciprocal")
+    node_block_list: tuple[str, ...] = ()
+
+    precision: ClassVar[str] = "fp16"
+
+    def __post_init__(self):
+        object.__setattr__(self, "op_block_list", _names(self.op_block_list, "Float16.op_block_list"))
+        object.__setattr__(self, "node_block_list", _names(self.node_block_list, "Float16.node_block_list"))
+
+
+Recipe = Union[KeepFloat, DynamicInt8, WeightOnly, Float16]
+RECIPE_KINDS = (KeepFloat, DynamicInt8, WeightOnly, Float16)
+
+
+def float_nodes(recipe: Recipe) -> tuple[str, ...]:
+    """The node names / module scopes a component recipe keeps in float."""
+    if isinstance(recipe, Float16):
+        return recipe.node_block_list
+    return getattr(recipe, "nodes_to_exclude", ())
+
+
+def describe(recipe: Recipe) -> dict:
+    """A component recipe as JSON for the manifest: its kind and every field."""
+    return {"kind": type(recipe).__name__, "precision": recipe.precision, **{k: list(v) if isinstance(v, tuple) else v for k, v in asdict(recipe).items()}}
+
+
+@dataclass(frozen=True)
+class BundleRecipe:
+    """A recipe per component; components not named get `default`."""
+
+    name: str
+    components: Mapping[str, Recipe] = field(default_factory=dict, hash=False)  # read-only after init
+    default: Recipe = KeepFloat()
+
+    def __post_init__(self):
+        if not isinstance(self.name, str) or not self.name or "/" in self.name or self.name.startswith("."):
+            raise InputError(f"recipe name {self.name!r} must be a plain non-empty word (it names the output bundle)")
+        known = COMPONENTS_REQUIRED + COMPONENTS_OPTIONAL
+        for comp, r in {**self.components, "(default)": self.default}.items():
+            if comp != "(default)" and comp not in known:
+                raise InputError(f"recipe {self.name!r} names component {comp!r}; bundle components are {', '.join(known)}")
+            if not isinstance(r, RECIPE_KINDS):
+                raise InputError(f"recipe {self.name!r}: {comp} has {r!r}, not one of {', '.join(k.__name__ for k in RECIPE_KINDS)}")
+        object.__setattr__(self, "components", MappingProxyType(dict(self.components)))
+
+    def for_component(self, name: str) -> Recipe:
+        return self.components.get(name, self.default)
+
+    def describe(self, component_names) -> dict:
+        """JSON for the manifest: the recipe's name and what each of the bundle's components got."""
+        return {"name": self.name, "components": {c: describe(self.for_component(c)) for c in component_names}}
+
+
+@dataclass(frozen=True)
+class FloatGroups:
+    """A family's node groups that the presets keep in float (module scopes of its exported graphs)."""
+
+    # Every quantizing preset: the timestep embedding and the adaLN modulation it drives
+    # (one error there shifts and scales every token of a block at once), the patch
+    # embedding and final layer (the latent's input and output projections), and the
+    # pooled-caption projection. ViDiT-Q (Zhao et al. 2024) and PTQ4DiT (Wu et al. 2024)
+    # find these the sensitive layers of a DiT.
+    denoiser: tuple[str, ...]
+    # The int8 preset only. MiniLM's FFN up-projections read LayerNorm outputs with a few
+    # outlier channels that per-tensor uint8 activations crush (Bondarenko et al. 2021).
+    # Measured on the probe prompts: 17.6 dB SQNR with every MatMul int8, 20.4 dB with these float.
+    text_encoder_int8: tuple[str, ...]
+
+
+FLOAT_GROUPS = {
+    "tiny": FloatGroups(denoiser=("t_embed", "ada", "patch_embed", "final", "text_pool"), text_encoder_int8=("intermediate",)),
+}
+PRESETS = ("fp32", "fp16", "int8", "int4")
+
+
+def preset(name: str, family: str) -> BundleRecipe:
+    """A named recipe for a model family: fp32 (copy), fp16, int8 (dynamic), int4 (weight-only)."""
+    if name not in PRESETS:
+        raise InputError(f"recipe {name!r} is unknown; choose one of {', '.join(PRESETS)}")
+    if name == "fp32":
+        return BundleRecipe("fp32")
+    if family not in FLOAT_GROUPS:
+        raise InputError(
+            f"recipe {name!r} has no preset for family {family!r} (it must name the denoiser nodes to keep in float); "
+            f"build a BundleRecipe for it (known families: {', '.join(FLOAT_GROUPS)})"
+        )
+    groups = FLOAT_GROUPS[family]
+    if name == "fp16":
+        return BundleRecipe("fp16", {"denoiser": Float16(node_block_list=groups.denoiser)}, default=Float16())
+    if name == "int8":
+        # The decoders are all (3-D) Conv: ORT's ConvInteger measured ~3x slower than the fp32
+        # Conv on this CPU (decoder_step 70 vs 24 ms, 1 thread) at ~40 dB, so they stay fp32.
+        return BundleRecipe(
+            "int8",
+            {"text_encoder": DynamicInt8(nodes_to_exclude=groups.text_encoder_int8), "denoiser": DynamicInt8(nodes_to_exclude=groups.denoiser)},
+        )
+    return BundleRecipe("int4", {"text_encoder": WeightOnly(), "denoiser": WeightOnly(nodes_to_exclude=groups.denoiser)})
+
+
+__all__ = [
+    "BundleRecipe",
+    "FLOAT_GROUPS",
+    "FloatGroups",
+    "DynamicInt8",
+    "Float16",
+    "KeepFloat",
+    "PRESETS",
+    "Recipe",
+    "WeightOnly",
+    "describe",
+    "float_nodes",
+    "preset",
+]
