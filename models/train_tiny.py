@@ -15,7 +15,7 @@ import argparse
 import csv
 import math
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
 import numpy as np
@@ -355,7 +355,7 @@ def random_cond_mask(rng: np.random.Generator, b: int, t: int, p: float):
     return m
 
 
-def train_dit(out: Path, cfg: DiTTrainConfig, max_minutes: float):
+def train_dit(out: Path, cfg: DiTTrainConfig, max_minutes: float, warm_start: bool = False):
     data = build_dataset(out, cfg)
     torch.manual_seed(cfg.seed)
     dit = TinyDiT(DIT_SIZES[cfg.size])
@@ -375,6 +375,18 @@ def train_dit(out: Path, cfg: DiTTrainConfig, max_minutes: float):
         step = state["step"]
         rng.bit_generator.state = state["rng"]
         print(f"dit: resumed at step {step}")
+    elif warm_start and DIT_WEIGHTS.exists():
+        # No checkpoint (a fresh machine): continue from the committed EMA weights. The
+        # optimiser state is gone, so the warm-up runs again from there.
+        load_weights(dit, DIT_WEIGHTS)
+        load_weights(ema, DIT_WEIGHTS)
+        from safetensors import safe_open
+
+        with safe_open(str(DIT_WEIGHTS), "pt") as f:
+            done = int(f.metadata().get("steps", 0))
+        cfg = replace(cfg, steps=cfg.steps + done, warmup=cfg.warmup + done)
+        step = done
+        print(f"dit: warm start from {DIT_WEIGHTS} ({done} steps), training to {cfg.steps}")
     log = LossLog(out / "loss_dit.csv")
     start = time.time()
     last_save = start
@@ -443,6 +455,7 @@ def main(argv=None):
     ap.add_argument("--dit-steps", type=int, default=DiTTrainConfig.steps)
     ap.add_argument("--decoder-steps", type=int, default=1000, help="decoder fine-tune steps with the encoder frozen")
     ap.add_argument("--threads", type=int, default=None)
+    ap.add_argument("--warm-start", action="store_true", help="with no checkpoint in --out, continue the DiT from the committed weights for --dit-steps more steps")
     args = ap.parse_args(argv)
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -452,7 +465,7 @@ def main(argv=None):
         if not train_vae(args.out, VAETrainConfig(steps=args.vae_steps), args.max_minutes):
             return
     if args.stage in ("dit", "all"):
-        if not train_dit(args.out, DiTTrainConfig(steps=args.dit_steps), (deadline - time.time()) / 60):
+        if not train_dit(args.out, DiTTrainConfig(steps=args.dit_steps), (deadline - time.time()) / 60, args.warm_start):
             return
     if args.stage in ("decoder", "all"):
         tune_decoder(args.out, VAETrainConfig(steps=args.decoder_steps, lr=3e-4), (deadline - time.time()) / 60)
