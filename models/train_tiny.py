@@ -364,7 +364,7 @@ def train_dit(out: Path, cfg: DiTTrainConfig, max_minutes: float, warm_start: bo
     ema.requires_grad_(False)
     opt = torch.optim.AdamW(dit.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay, betas=(0.9, 0.99))
     ckpt = out / "dit.pt"
-    step = 0
+    step = offset = 0  # offset: where a warm start's fresh schedule begins
     rng = np.random.default_rng(cfg.seed + 2)
     if ckpt.exists():
         state = torch.load(ckpt, weights_only=False)
@@ -384,8 +384,8 @@ def train_dit(out: Path, cfg: DiTTrainConfig, max_minutes: float, warm_start: bo
 
         with safe_open(str(DIT_WEIGHTS), "pt") as f:
             done = int(f.metadata().get("steps", 0))
-        cfg = replace(cfg, steps=cfg.steps + done, warmup=cfg.warmup + done)
-        step = done
+        cfg = replace(cfg, steps=cfg.steps + done)
+        step = offset = done
         print(f"dit: warm start from {DIT_WEIGHTS} ({done} steps), training to {cfg.steps}")
     log = LossLog(out / "loss_dit.csv")
     start = time.time()
@@ -413,7 +413,7 @@ def train_dit(out: Path, cfg: DiTTrainConfig, max_minutes: float, warm_start: bo
         s = sigma.view(b, 1, 1, 1, 1)
         xt = (1 - s) * x0 + s * noise
         cmask = random_cond_mask(rng, b, t, cfg.cond_prob)
-        lr = lr_at(step, cfg.steps, cfg.lr, cfg.warmup)
+        lr = lr_at(step - offset, cfg.steps - offset, cfg.lr, cfg.warmup)
         for g in opt.param_groups:
             g["lr"] = lr
         with torch.autocast("cpu", dtype=torch.bfloat16):
