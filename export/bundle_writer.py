@@ -79,6 +79,7 @@ def write_bundle(out: Path, build: Callable[[Path], dict], *, overwrite: bool = 
     out = check_output(out, overwrite=overwrite)
     out.parent.mkdir(parents=True, exist_ok=True)
     stage = Path(tempfile.mkdtemp(prefix=f".{out.name}.", suffix=".partial", dir=out.parent))
+    stage.chmod(0o755)  # mkdtemp makes it private; a bundle is meant to be shared
     try:
         manifest = finish_manifest(stage, build(stage))
         write_manifest(stage, manifest)
