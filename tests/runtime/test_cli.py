@@ -16,6 +16,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from bundle_copies import clone, replace_bytes
 from kinema.runtime.bundle import sha256_file
 from kinema.runtime.sessions import PROVIDERS
 
@@ -62,23 +63,6 @@ def generate_fails(bundle: Path, outdir: Path, *args, output: str = "clip.mp4", 
 
 # ----------------------------------------------------------------------------- tampered bundle helpers
 # Copies are hard links; a file is unlinked before it is rewritten, so the fixture stays untouched.
-
-
-def clone(src: Path, dst: Path) -> Path:
-    def link_or_copy(s, d):
-        try:
-            os.link(s, d)
-        except OSError:
-            shutil.copy2(s, d)
-
-    shutil.copytree(src, dst, copy_function=link_or_copy)
-    return dst
-
-
-def replace_bytes(path: Path, data: bytes) -> None:
-    if path.exists() or path.is_symlink():
-        path.unlink()
-    path.write_bytes(data)
 
 
 def edit_manifest(bundle: Path, change) -> None:
