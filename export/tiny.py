@@ -13,6 +13,7 @@ from kinema.models.tiny_dit import DIT_SIZES, DiTConfig, TinyDiT
 from kinema.models.tiny_vae import SPATIAL_COMPRESSION, TEMPORAL_COMPRESSION, TinyVAE, VAEConfig
 
 from .bundle_writer import write_bundle
+from .latent_preview import fit_preview_map
 from .onnx_graph import GraphSpec, export_graph
 
 TEXT_TOL = dict(atol=2e-4, rtol=1e-3)
@@ -271,6 +272,8 @@ def export_tiny(
                 "caches": [{"input": i, "output": o} for i, o in zip(cache_in, cache_out)],
             },
             "model": {"dit": {k: getattr(cfg, k) for k in ("width", "depth", "heads", "patch")}, "random_init": random_init},
+            # latent -> RGB map for cheap step previews, fitted with this bundle's own VAE
+            "preview": fit_preview_map(vae, seed=seed),
         }
 
     return write_bundle(out, build, overwrite=overwrite)

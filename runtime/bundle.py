@@ -16,6 +16,7 @@ from typing import Any
 
 from .errors import BundleError
 from .onnx_scan import external_data_locations
+from .preview import PreviewMap, parse_preview
 
 FORMAT_NAME = "kinema-bundle"
 FORMAT_VERSION = 1
@@ -101,6 +102,12 @@ class Bundle:
     @property
     def decoder(self) -> dict:
         return self.manifest["decoder"]
+
+    @property
+    def preview_map(self) -> PreviewMap | None:
+        """The latent->RGB preview map, or None for a bundle exported without one (no previews)."""
+        entry = self.manifest.get("preview")
+        return None if entry is None else parse_preview(entry, self.latent["channels"])
 
     @property
     def digest(self) -> str:
@@ -197,6 +204,11 @@ def _check_rules(root: Path, m: dict):
     for key, kind in (("num_train_timesteps", int), ("beta_start", float), ("beta_end", float), ("beta_schedule", str)):
         if key in vp:
             _require(root, vp, key, kind, "sampler.vp")
+    if "preview" in m:  # optional; a bundle without it simply has no previews
+        try:
+            parse_preview(m["preview"], lat["channels"])
+        except ValueError as e:
+            _fail(root, f"manifest: preview {e}")
     d = _require(root, m, "decoder", dict, "manifest")
     if "prefix_latent_frames" in d and not 1 <= _require(root, d, "prefix_latent_frames", int, "decoder") <= 64:
         _fail(root, "manifest: decoder.prefix_latent_frames must be in [1, 64]")

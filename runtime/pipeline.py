@@ -15,13 +15,16 @@ import math
 import threading
 from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass
+from functools import partial
 from pathlib import Path
 
 import numpy as np
 
+from . import accel as accel_mod
 from . import prediction, samplers, schedules
 from .bundle import Bundle, default_bundle_path, load_bundle
 from .errors import BundleError, Cancelled, InputError
+from .preview import latent_preview
 from .sessions import check_provider, check_threads, open_session
 from .video import Video
 
@@ -240,6 +243,7 @@ class Pipeline:
         text: tuple[np.ndarray, np.ndarray],
         cond_latents: np.ndarray | None = None,
         cond_mask: np.ndarray | None = None,
+        guide_cache: accel_mod.GuidanceCache | None = None,
     ) -> Callable[[np.ndarray, float], np.ndarray]:
         """`model(x, sigma) -> denoised` for the samplers: guidance, conditioning and prediction type inside."""
         kind = self.bundle.sampler["prediction"]
@@ -266,12 +270,16 @@ class Pipeline:
 
             if not guided:
                 return run(x_in, embeds[:1], mask[:1], b)
+            if guide_cache is not None and not guide_cache.full():  # cond only, cached difference
+                return guide_cache.apply(run(x_in, embeds[:1], mask[:1], b), st.guidance)
             if st.cfg_mode == "batched":
                 both = run(np.concatenate([x_in, x_in]), embeds, mask, 2 * b)
                 cond, uncond = both[:b], both[b:]
             else:  # one branch at a time: half the activation memory
                 cond = run(x_in, embeds[:1], mask[:1], b)
                 uncond = run(x_in, embeds[1:], mask[1:], b)
+            if guide_cache is not None:
+                guide_cache.store(cond, uncond)
             return uncond + st.guidance * (cond - uncond)
 
         return prediction.make_denoiser(network, kind, train_sigmas)
@@ -305,19 +313,22 @@ class Pipeline:
         *,
         callback: Callable[[dict], None] | None = None,
         cancel: threading.Event | None = None,
+        accel: accel_mod.Accel | None = None,
         **settings,
     ) -> Video:
         """Generate a video. `callback(payload)` runs after every step; setting `cancel` stops within one step.
 
         Settings are those of `check_inputs` (frames or seconds, height, width, fps, steps,
         guidance, shift, seed, sampler, negative_prompt, cfg_mode). A cancelled run raises
-        `Cancelled` and returns nothing.
+        `Cancelled` and returns nothing. `accel` (runtime.accel.Accel) turns on step skipping.
         """
         st = self.check_inputs(prompt, **settings)
-        return self.run(st, callback=callback, cancel=cancel)
+        return self.run(st, callback=callback, cancel=cancel, accel=accel)
 
-    def run(self, st: GenerationSettings, *, callback=None, cancel=None) -> Video:
+    def run(self, st: GenerationSettings, *, callback=None, cancel=None, accel: accel_mod.Accel | None = None) -> Video:
         """Generate from already checked settings."""
+        if accel is not None and not isinstance(accel, accel_mod.Accel):
+            raise InputError(f"accel={accel!r} must be a kinema.runtime.accel.Accel or None")
 
         def check_cancel():
             if cancel is not None and cancel.is_set():
@@ -328,12 +339,15 @@ class Pipeline:
         kind = self.bundle.sampler["prediction"]
         sigmas = self.sigmas(st)
         x = self.initial_noise(st) * np.float32(prediction.initial_noise_scale(sigmas, kind))
-        model = self.denoiser(st, text)
+        model = accel_mod.accelerate(self.denoiser(st, text, guide_cache=accel_mod.guidance_cache(accel)), sigmas, accel)
+
+        pmap = self.bundle.preview_map
 
         def on_step(payload):
             check_cancel()
             if callback is not None:
-                callback(payload)
+                # preview(scale=1) -> uint8 (t, h, w, 3) of `denoised`, computed only when called; None without a map
+                callback({**payload, "preview": None if pmap is None else partial(latent_preview, payload["denoised"], pmap)})
             check_cancel()
 
         sample = samplers.SAMPLERS[st.sampler]
@@ -343,7 +357,7 @@ class Pipeline:
             check_cancel()
             frames.append(chunk[0])
         frames = np.concatenate(frames, axis=0)  # (T, H, W, 3)
-        meta = st.metadata() | {"bundle": self.bundle.name, "bundle_sha256": self.bundle.digest, "generator": _generator()}
+        meta = st.metadata() | ({"accel": accel.metadata()} if accel is not None and accel.active else {}) | {"bundle": self.bundle.name, "bundle_sha256": self.bundle.digest, "generator": _generator()}
         return Video.from_float(frames, st.fps, meta)
 
 
