@@ -47,10 +47,16 @@ def _progress(total: int, quiet: bool):
 
 def cmd_generate(args) -> int:
     from .pipeline import Pipeline
+    from .policy import check_prompt, load_policy
     from .video import VideoWriter
 
+    policy = load_policy(args.policy)  # the prompt is checked before anything else is opened
+    for note in policy.notes:
+        print(f"kinema: note: {note}", file=sys.stderr)
+    check_prompt(args.prompt, policy)
     seed = args.seed if args.seed >= 0 else secrets.randbelow(2**32)
     pipe = Pipeline.from_bundle(args.bundle, provider=args.provider, threads=args.threads)
+    pipe.policy = policy
     st = pipe.check_inputs(
         args.prompt,
         negative_prompt=args.negative_prompt,
@@ -358,6 +364,7 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--threads", type=int, default=None, help="CPU threads per graph (default: all cores)")
     g.add_argument("--bundle", default=None, help="bundle folder (default: the built-in kinema-tiny)")
     g.add_argument("--native-size", action="store_true", help="keep the model's size instead of scaling up for viewing")
+    g.add_argument("--policy", default=None, metavar="FILE", help="prompt policy JSON replacing the built-in one (sexual content involving minors is always refused)")
     g.add_argument("-q", "--quiet", action="store_true", help="no progress output")
     g.set_defaults(func=cmd_generate)
 

@@ -19,3 +19,7 @@ class ProviderError(KinemaError):
 
 class Cancelled(KinemaError):
     """Generation was cancelled by a callback or a cancellation token; nothing was written."""
+
+
+class PolicyError(KinemaError):
+    """The prompt falls in a category of the content policy; nothing is loaded or generated."""

@@ -24,6 +24,7 @@ from . import accel as accel_mod
 from . import prediction, samplers, schedules
 from .bundle import Bundle, default_bundle_path, load_bundle
 from .errors import BundleError, Cancelled, InputError
+from .policy import Policy, check_prompt
 from .preview import latent_preview
 from .sessions import check_provider, check_threads, open_session
 from .video import Video
@@ -65,6 +66,8 @@ def _is_real(v) -> bool:
 
 class Pipeline:
     """A bundle's graphs on one execution provider; `generate` turns a prompt into a `Video`."""
+
+    policy: Policy | None = None  # the prompt policy check_inputs applies; None = the built-in one
 
     def __init__(self, bundle: Bundle, *, provider: str = "cpu", threads: int | None = None):
         check_provider(provider)
@@ -137,6 +140,7 @@ class Pipeline:
             raise InputError("prompt is empty; describe the video to generate")
         if len(prompt) > MAX_PROMPT_CHARS:
             raise InputError(f"prompt is {len(prompt)} characters; the limit is {MAX_PROMPT_CHARS}")
+        check_prompt(prompt, self.policy)
         negative_prompt = s.get("negative_prompt", "") if negative_prompt is None else negative_prompt
         if not isinstance(negative_prompt, str) or len(negative_prompt) > MAX_PROMPT_CHARS:
             raise InputError(f"negative prompt must be text of at most {MAX_PROMPT_CHARS} characters")
