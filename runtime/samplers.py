@@ -4,8 +4,8 @@
 (a Python float); prediction.make_denoiser builds it from a network. Euler and Heun step
 the probability-flow ODE dx/dσ = (x - denoised) / σ, which is the same ODE for VE states
 (x = x0 + σ ε) and for rectified flow (x = (1 - σ) x0 + σ ε, where (x - x0) / σ is the
-velocity ε - x0), so they need no parametrisation switch. DPM-Solver++ integrates in
-λ = log(α/σ) and needs the data coefficient α: α = 1 in VE, α = 1 - σ in flow; it takes
+velocity ε - x0), so they need no parametrisation switch. DPM-Solver++ and UniPC integrate
+in λ = log(α/σ) and need the data coefficient α: α = 1 in VE, α = 1 - σ in flow; they take
 `flow=True` for flow states (sampler_kwargs tells which samplers need it).
 
 Every sampler calls `callback(payload)` once per step, before the state moves, with
@@ -23,7 +23,7 @@ import numpy as np
 
 from .errors import InputError
 
-__all__ = ["sample_euler", "sample_heun", "sample_dpmpp_2m", "SAMPLERS", "sampler_kwargs"]
+__all__ = ["sample_euler", "sample_heun", "sample_dpmpp_2m", "sample_unipc", "SAMPLERS", "FLOW_SCHEDULE", "sampler_kwargs"]
 
 Model = Callable[[np.ndarray, float], np.ndarray]
 Callback = Callable[[dict[str, Any]], None]
@@ -142,13 +142,88 @@ def sample_dpmpp_2m(
     return x
 
 
+def _unipc_update(x: np.ndarray, m0: np.ndarray, d1: np.ndarray | None, rho: float, s0: float, s1: float, flow: bool) -> np.ndarray:
+    """x at σ=s1 from x at σ=s0: (σ1/σ0) x - α1 (e^-h - 1) m0 - α1 B(h) rho d1, with B(h) = e^-h - 1 (bh2)."""
+    alpha_1, lam_1 = _alpha_lambda(s1, flow)
+    _, lam_0 = _alpha_lambda(s0, flow)
+    h_phi_1 = math.expm1(-(lam_1 - lam_0))  # = B(h) for bh2; -1 when σ1 = 0 or σ0 = 1 (flow)
+    x = x * (s1 / s0) - m0 * (alpha_1 * h_phi_1)
+    if d1 is not None:
+        x = x - d1 * (alpha_1 * h_phi_1 * rho)
+    return x
+
+
+def _unic_rhos(lam_prev: float, lam_0: float, lam_1: float) -> tuple[float, float]:
+    """UniC-bh2 order-2 weights (ρ for the older difference, ρ for the new one): the 2x2 system R ρ = b of Zhao et al."""
+    h = lam_1 - lam_0
+    hh = -h  # data prediction integrates in -λ
+    rk = (lam_prev - lam_0) / h
+    b_h = math.expm1(hh)
+    phi_1 = math.expm1(hh) / hh - 1.0
+    phi_2 = phi_1 / hh - 0.5
+    b = np.array([phi_1 / b_h, 2.0 * phi_2 / b_h])
+    rhos = np.linalg.solve(np.array([[1.0, 1.0], [rk, 1.0]]), b)
+    return float(rhos[0]), float(rhos[1])
+
+
+def sample_unipc(
+    model: Model, x: np.ndarray, sigmas: np.ndarray, *, callback: Callback | None = None, flow: bool = False
+) -> np.ndarray:
+    """UniPC-bh2, order 2: multistep predictor with a corrector after each model call (Zhao et al. 2023); flow=True for rectified flow.
+
+    Data prediction, first order on the first and last step (diffusers' lower_order_final),
+    as Wan's UniPCMultistepScheduler(solver_order=2, solver_type="bh2") runs it. A step
+    whose λ history holds an infinity (σ = 1 in flow) falls back to first order.
+    """
+    s = _check_sigmas(sigmas, flow=flow)
+    x = _check_x(x)
+    n = s.size - 1
+    lam = [_alpha_lambda(float(v), flow)[1] for v in s]
+    history: list[np.ndarray] = []  # denoised at the previous two steps, newest last
+    last_x = x
+    last_order = 1
+    for i in range(n):
+        sigma, sigma_next = float(s[i]), float(s[i + 1])
+        denoised = _denoise(model, x, sigma)
+        _report(callback, i, sigma, sigma_next, x, denoised, n)  # x: the state the model saw (diffusers' prev_sample)
+        if i > 0:
+            # UniC: redo the last step from last_x with this evaluation as an extra node.
+            m0 = history[-1]
+            d1_t = denoised - m0
+            if last_order == 2 and all(math.isfinite(v) for v in lam[i - 2 : i + 1]):
+                rho_old, rho_new = _unic_rhos(lam[i - 2], lam[i - 1], lam[i])
+                rk = (lam[i - 2] - lam[i - 1]) / (lam[i] - lam[i - 1])
+                corr = (history[-2] - m0) * (rho_old / rk) + d1_t * rho_new
+                x = _unipc_update(last_x, m0, corr, 1.0, float(s[i - 1]), sigma, flow)
+            else:
+                x = _unipc_update(last_x, m0, d1_t, 0.5, float(s[i - 1]), sigma, flow)
+        history = (history + [denoised])[-2:]
+        order = min(2, i + 1, n - i)
+        if order == 2 and not all(math.isfinite(v) for v in lam[i - 1 : i + 2]):
+            order = 1
+        last_x, last_order = x, order
+        if sigma_next == 0.0 and order == 1:
+            x = denoised  # the update's limit at σ = 0: (σ1/σ0) x -> 0, α1 = 1, e^-h - 1 = -1
+            continue
+        d1 = None
+        if order == 2:
+            rk = (lam[i - 1] - lam[i]) / (lam[i + 1] - lam[i])
+            d1 = (history[-2] - denoised) / rk
+        x = _unipc_update(x, denoised, d1, 0.5, sigma, sigma_next, flow)  # UniP-2 takes ρ = 1/2
+    return x
+
+
 SAMPLERS: dict[str, Callable[..., np.ndarray]] = {
     "euler": sample_euler,
     "heun": sample_heun,
     "dpmpp_2m": sample_dpmpp_2m,
+    "unipc": sample_unipc,
 }
 
-_NEEDS_FLOW_FLAG = frozenset({"dpmpp_2m"})
+_NEEDS_FLOW_FLAG = frozenset({"dpmpp_2m", "unipc"})
+# The flow sigma grid each sampler is run on (schedules.SCHEDULES keys): the multistep
+# solvers use the grids diffusers gives them with use_flow_sigmas.
+FLOW_SCHEDULE = {"dpmpp_2m": "flow_multistep", "unipc": "flow_unipc"}
 
 
 def sampler_kwargs(name: str, *, flow: bool) -> dict[str, bool]:

@@ -23,6 +23,7 @@ from .errors import InputError
 __all__ = [
     "flow_sigmas",
     "flow_sigmas_multistep",
+    "flow_sigmas_unipc",
     "karras_sigmas",
     "vp_sigmas",
     "vp_alphas_cumprod",
@@ -78,6 +79,17 @@ def flow_sigmas_multistep(steps: int, shift: float = 1.0) -> np.ndarray:
     # that makes the 2M extrapolation inaccurate at few steps (it still converges).
     grid = np.linspace(1.0 - 1.0 / _FLOW_TRAIN_TIMESTEPS, 0.0, n + 1, dtype=np.float64)[:-1]  # (n,)
     return np.append(_shift(grid, s), 0.0)  # (n + 1,)
+
+
+def flow_sigmas_unipc(steps: int, shift: float = 1.0) -> np.ndarray:
+    """Rectified-flow sigmas as UniPCMultistepScheduler(use_flow_sigmas=True) gives them: Wan's default grid."""
+    n = _check_steps(steps)
+    s = _check_positive("shift", shift)
+    grid = _shift(np.linspace(1.0, 1.0 / _FLOW_TRAIN_TIMESTEPS, n + 1, dtype=np.float64)[:-1], s)  # (n,)
+    # diffusers nudges σ = 1 down by 1e-6 so that λ = log(α/σ) stays finite at the first step.
+    if abs(grid[0] - 1.0) < 1e-6:
+        grid[0] -= 1e-6
+    return np.append(grid, 0.0)  # (n + 1,)
 
 
 def karras_sigmas(steps: int, sigma_min: float, sigma_max: float, rho: float = 7.0) -> np.ndarray:
@@ -178,6 +190,7 @@ def timestep_to_sigma(timestep: float | np.ndarray, train_sigmas: np.ndarray) ->
 SCHEDULES: dict[str, Callable[..., np.ndarray]] = {
     "flow": flow_sigmas,
     "flow_multistep": flow_sigmas_multistep,
+    "flow_unipc": flow_sigmas_unipc,
     "karras": karras_sigmas,
     "vp": vp_sigmas,
 }

@@ -143,6 +143,35 @@ def test_dpmpp_2m_flow_from_sigma_one_matches_diffusers_arithmetic(steps, shift)
     assert max_diff(ours, ref) < 1e-5  # measured 1.4e-6 .. 1.9e-6
 
 
+def _unipc_flow_reference(steps, shift, solver_order=2):
+    """diffusers' UniPC as Wan's checkpoints configure it: bh2, order 2, flow prediction on the flow grid."""
+    sched = diffusers.UniPCMultistepScheduler(
+        prediction_type="flow_prediction", use_flow_sigmas=True, flow_shift=shift, solver_order=solver_order, solver_type="bh2"
+    )
+    sched.set_timesteps(steps)
+    x = torch.from_numpy(initial_noise())
+    ref = []
+    for i, t in enumerate(sched.timesteps):
+        raw = network(x.numpy(), sched.sigmas[i].item())
+        x = sched.step(torch.from_numpy(raw), t, x).prev_sample
+        ref.append(x.numpy())
+    return ref, sched.sigmas.numpy()
+
+
+@pytest.mark.parametrize("steps,shift", [(2, 1.0), (5, 3.0), (12, 5.0), (30, 3.0)])
+def test_unipc_flow_matches_unipc_multistep(steps, shift):
+    ref, ref_sigmas = _unipc_flow_reference(steps, shift)
+    sigmas = schedules.flow_sigmas_unipc(steps, shift)
+    np.testing.assert_allclose(sigmas, ref_sigmas, rtol=1e-6, atol=1e-7)  # diffusers keeps float32
+    model = prediction.make_denoiser(network, "flow")
+    ours = run_kinema(samplers.sample_unipc, model, initial_noise(), sigmas, flow=True)
+    assert max_diff(ours, ref) < 1e-5  # measured 2.4e-7 .. 2.1e-6 (first order instead: 0.035 .. 0.10)
+    # the corrector and the second order both matter: first-order UniPC is another solver
+    first, _ = _unipc_flow_reference(steps, shift, solver_order=1)
+    if steps > 2:
+        assert max_diff(first, ref) > 1e-3
+
+
 # ---------------------------------------------------------------------------------------
 # DDIM(eta=0) is Euler on VE sigmas with the epsilon / v conversion
 
@@ -253,7 +282,7 @@ def _sample_gaussian(name, family, steps, z):
         model = prediction.make_denoiser(exact_flow_velocity, "flow")
         # DPM-Solver++ on the multistep grid: the Euler grid's last interval (σ ≈ 0.1 -> 0.003)
         # is a long jump in λ that makes the 2M extrapolation inaccurate.
-        grid = schedules.flow_sigmas_multistep if name == "dpmpp_2m" else schedules.flow_sigmas
+        grid = schedules.SCHEDULES[samplers.FLOW_SCHEDULE.get(name, "flow")]
         sigmas = grid(steps, shift=3.0)
         s0 = float(sigmas[0])
         x = (1.0 - s0) * _MU + np.sqrt((1.0 - s0) ** 2 * _SD**2 + s0**2) * z  # exact marginal (= z at σ = 1)
@@ -267,7 +296,7 @@ def _sample_gaussian(name, family, steps, z):
 
 
 @pytest.mark.parametrize("family", ["flow", "epsilon"])
-@pytest.mark.parametrize("name,steps", [("euler", 200), ("heun", 30), ("dpmpp_2m", 30)])
+@pytest.mark.parametrize("name,steps", [("euler", 200), ("heun", 30), ("dpmpp_2m", 30), ("unipc", 30)])
 def test_gaussian_data_recovers_mean_and_std(name, steps, family):
     out, _ = _sample_gaussian(name, family, steps, _gaussian_noise())
     assert out.shape == (20000, 4) and out.dtype == np.float32
@@ -282,7 +311,7 @@ def test_second_order_beats_euler_at_few_steps(family):
     z = _gaussian_noise(4000)
     steps = 12
     rms = {}
-    for name in ("euler", "heun", "dpmpp_2m"):
+    for name in ("euler", "heun", "dpmpp_2m", "unipc"):
         out, exact = _sample_gaussian(name, family, steps, z)
         rms[name] = float(np.sqrt(np.mean((out - exact) ** 2)))
     # Euler on DPM-Solver++'s grid, for a like-for-like comparison in flow
@@ -298,6 +327,7 @@ def test_second_order_beats_euler_at_few_steps(family):
     # epsilon: euler 0.127, heun 0.035, dpmpp_2m 0.036
     assert rms["heun"] < 0.5 * rms["euler"], rms
     assert rms["dpmpp_2m"] < 0.5 * euler_ms, (rms, euler_ms)
+    assert rms["unipc"] < 0.5 * rms["euler"], rms
 
 
 # ---------------------------------------------------------------------------------------
@@ -343,7 +373,7 @@ def test_prediction_bad_inputs():
 # Callback contract, cancellation, registry, bad input
 
 
-@pytest.mark.parametrize("name", ["euler", "heun", "dpmpp_2m"])
+@pytest.mark.parametrize("name", ["euler", "heun", "dpmpp_2m", "unipc"])
 def test_callback_payload_once_per_step(name):
     sigmas = schedules.flow_sigmas(5, 2.0)
     calls = []
@@ -367,7 +397,7 @@ def test_callback_payload_once_per_step(name):
     assert len(calls) == (9 if name == "heun" else 5)  # Heun: 2 per step, 1 on the last
 
 
-@pytest.mark.parametrize("name", ["euler", "heun", "dpmpp_2m"])
+@pytest.mark.parametrize("name", ["euler", "heun", "dpmpp_2m", "unipc"])
 def test_cancelled_from_callback_stops_sampling(name):
     calls = []
 
@@ -389,12 +419,14 @@ def test_registry_and_flow_keywords():
         "euler": samplers.sample_euler,
         "heun": samplers.sample_heun,
         "dpmpp_2m": samplers.sample_dpmpp_2m,
+        "unipc": samplers.sample_unipc,
     }
     assert samplers.sampler_kwargs("dpmpp_2m", flow=True) == {"flow": True}
+    assert samplers.sampler_kwargs("unipc", flow=True) == {"flow": True}
     assert samplers.sampler_kwargs("dpmpp_2m", flow=False) == {"flow": False}
     assert samplers.sampler_kwargs("euler", flow=True) == {}
     assert samplers.sampler_kwargs("heun", flow=True) == {}
-    with pytest.raises(InputError, match=r"sampler 'ddim' is unknown: use one of euler, heun, dpmpp_2m"):
+    with pytest.raises(InputError, match=r"sampler 'ddim' is unknown: use one of euler, heun, dpmpp_2m, unipc"):
         samplers.sampler_kwargs("ddim", flow=False)
 
 
