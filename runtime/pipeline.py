@@ -11,8 +11,10 @@ open on first use and stay open; `Pipeline` holds no other state between calls.
 
 from __future__ import annotations
 
+import logging
 import math
 import threading
+import time
 from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass
 from functools import partial
@@ -24,6 +26,7 @@ from . import accel as accel_mod
 from . import prediction, samplers, schedules
 from .bundle import Bundle, default_bundle_path, load_bundle
 from .errors import BundleError, Cancelled, InputError
+from .memory import estimate_memory
 from .policy import Policy, check_prompt
 from .preview import latent_preview
 from .sessions import check_provider, check_threads, open_session
@@ -65,7 +68,12 @@ def _is_real(v) -> bool:
 
 
 class Pipeline:
-    """A bundle's graphs on one execution provider; `generate` turns a prompt into a `Video`."""
+    """A bundle's graphs on one execution provider; `generate` turns a prompt into a `Video`.
+
+    Thread-safe: several threads may call `generate` on one Pipeline at once. Graphs open
+    once, under a lock; ONNX Runtime's `InferenceSession.run` is thread-safe; every run
+    keeps its state in local variables. Logs go to the "kinema" logger; nothing is printed.
+    """
 
     policy: Policy | None = None  # the prompt policy check_inputs applies; None = the built-in one
 
@@ -97,8 +105,15 @@ class Pipeline:
             if name not in self._sessions:
                 if not self.bundle.has(name):
                     raise BundleError(f"bundle {self.bundle.path}: has no {name} graph")
+                t0 = time.perf_counter()
                 self._sessions[name] = open_session(self.bundle.component_path(name), self.provider, self.threads)
+                log.info("opened %s graph of %s on %s in %.2f s", name, self.bundle.name, self.provider, time.perf_counter() - t0)
             return self._sessions[name]
+
+    def estimate_memory(self, frames: int | None = None, height: int | None = None, width: int | None = None, *, guidance: bool = True) -> dict[str, int]:
+        """Bytes per stage and `peak` for one generation at this size (bundle defaults when None); see runtime/memory.py for the method."""
+        st = self.check_inputs("memory estimate", frames=frames, height=height, width=width)
+        return estimate_memory(self.bundle, st.frames, st.height, st.width, guidance=guidance)
 
     def tokenizer(self):
         with self._lock:
@@ -227,8 +242,8 @@ class Pipeline:
     def sigmas(self, st: GenerationSettings) -> np.ndarray:
         kind = self.bundle.sampler["prediction"]
         if kind == "flow":
-            # The multistep solvers run on the grids diffusers gives them (stopping short of sigma=1).
-            fn = schedules.SCHEDULES[samplers.FLOW_SCHEDULE.get(st.sampler, "flow")]
+            # DPM-Solver++ needs a grid that stops short of sigma=1 (diffusers' multistep flow grid).
+            fn = schedules.flow_sigmas_multistep if st.sampler == "dpmpp_2m" else schedules.flow_sigmas
             return fn(st.steps, st.shift)
         return schedules.vp_sigmas(st.steps, self._alphas_cumprod(), spacing=self.bundle.sampler.get("spacing", "leading"))
 
@@ -324,7 +339,10 @@ class Pipeline:
 
         Settings are those of `check_inputs` (frames or seconds, height, width, fps, steps,
         guidance, shift, seed, sampler, negative_prompt, cfg_mode). A cancelled run raises
-        `Cancelled` and returns nothing. `accel` (runtime.accel.Accel) turns on step skipping.
+        `Cancelled` and returns nothing. The cancellation token is a `threading.Event` (any
+        object with `is_set()` works), checked before and after every step's callback and
+        between decoder chunks; set it from any thread. The payload's `preview` is a callable
+        returning a uint8 RGB image per latent frame of `denoised` (None: the bundle has no map). `accel` (runtime.accel.Accel) turns on step skipping.
         """
         st = self.check_inputs(prompt, **settings)
         return self.run(st, callback=callback, cancel=cancel, accel=accel)
@@ -370,5 +388,7 @@ def _generator() -> str:
 
     return f"kinema {__version__}"
 
+
+log = logging.getLogger("kinema")
 
 __all__ = ["Pipeline", "GenerationSettings"]
