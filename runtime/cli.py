@@ -54,7 +54,10 @@ def cmd_generate(args) -> int:
     for note in policy.notes:
         print(f"kinema: note: {note}", file=sys.stderr)
     check_prompt(args.prompt, policy)
+    from .accel import Accel
+
     seed = args.seed if args.seed >= 0 else secrets.randbelow(2**32)
+    accel = Accel(teacache=args.teacache, cfg_cache=args.cfg_cache, leap=args.leap)  # checked before the bundle opens
     pipe = Pipeline.from_bundle(args.bundle, provider=args.provider, threads=args.threads)
     pipe.policy = policy
     st = pipe.check_inputs(
@@ -77,7 +80,7 @@ def cmd_generate(args) -> int:
     t0 = time.perf_counter()
     if not args.quiet:
         print(f"kinema: {st.frames} frames {st.width}x{st.height} @ {st.fps:g} fps, {st.steps} steps, guidance {st.guidance:g}, seed {st.seed}, bundle {pipe.bundle.name}", file=sys.stderr)
-    video = pipe.run(st, callback=_progress(st.steps, args.quiet))
+    video = pipe.run(st, callback=_progress(st.steps, args.quiet), accel=accel)
     writer.metadata = dict(video.metadata)
     with writer as w:
         w.write(video.frames)
@@ -362,6 +365,9 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--cfg-mode", default="batched", help="batched (faster) or sequential (half the peak memory)")
     g.add_argument("--provider", default="cpu", help="cpu, cuda, dml or coreml (default: cpu)")
     g.add_argument("--threads", type=int, default=None, help="CPU threads per graph (default: all cores)")
+    g.add_argument("--teacache", type=float, default=0.0, help="TeaCache: reuse the last prediction until the input's relative L1 change adds up to this (e.g. 0.2; default 0 = off)")
+    g.add_argument("--cfg-cache", type=int, default=0, help="run both guidance branches only every N-th step, reusing their difference in between (e.g. 3; default 0 = off)")
+    g.add_argument("--leap", type=float, default=0.0, help="linear proportional leap: once predictions agree to this cosine similarity after half the steps, jump to the end (e.g. 0.99; default 0 = off)")
     g.add_argument("--bundle", default=None, help="bundle folder (default: the built-in kinema-tiny)")
     g.add_argument("--native-size", action="store_true", help="keep the model's size instead of scaling up for viewing")
     g.add_argument("--policy", default=None, metavar="FILE", help="prompt policy JSON replacing the built-in one (sexual content involving minors is always refused)")
