@@ -50,8 +50,14 @@ def check_threads(threads: int | None) -> int | None:
     return threads
 
 
-def open_session(path: Path, provider: str = "cpu", threads: int | None = None) -> ort.InferenceSession:
-    """An inference session for one graph of a checked bundle."""
+def open_session(
+    path: Path, provider: str = "cpu", threads: int | None = None, *, graph_sha256: str | None = None, cache_dir: Path | None = None
+) -> ort.InferenceSession:
+    """An inference session for one graph of a checked bundle.
+
+    With `cache_dir` and the graph's verified `graph_sha256`, ONNX Runtime's optimised
+    graph is kept there and reused by later sessions (runtime/cache.py).
+    """
     providers = check_provider(provider)
     opts = ort.SessionOptions()
     opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
@@ -60,6 +66,10 @@ def open_session(path: Path, provider: str = "cpu", threads: int | None = None) 
         opts.inter_op_num_threads = 1
     opts.log_severity_level = 3  # warnings from the graph optimiser are not the user's business
     try:
+        if cache_dir is not None and graph_sha256:
+            from .cache import open_cached
+
+            return open_cached(path, graph_sha256, provider, opts, providers, cache_dir)[0]
         return ort.InferenceSession(str(path), sess_options=opts, providers=providers)
     except _ORT_LOAD_ERRORS as e:
         first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
