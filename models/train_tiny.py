@@ -374,7 +374,11 @@ def train_dit(out: Path, cfg: DiTTrainConfig, max_minutes: float, warm_start: bo
             opt.load_state_dict(state["opt"])
         step = state["step"]
         rng.bit_generator.state = state["rng"]
-        print(f"dit: resumed at step {step}")
+        # A warm-started run keeps its own schedule: rerunning the same command continues it.
+        offset = state.get("offset", 0)
+        if warm_start and "total" in state:
+            cfg = replace(cfg, steps=state["total"])
+        print(f"dit: resumed at step {step} of {cfg.steps}")
     elif warm_start and DIT_WEIGHTS.exists():
         # No checkpoint (a fresh machine): continue from the committed EMA weights. The
         # optimiser state is gone, so the warm-up runs again from there.
@@ -395,7 +399,10 @@ def train_dit(out: Path, cfg: DiTTrainConfig, max_minutes: float, warm_start: bo
     p = p / p.sum()
 
     def save():
-        torch.save({"model": dit.state_dict(), "ema": ema.state_dict(), "opt": opt.state_dict(), "step": step, "rng": rng.bit_generator.state}, ckpt)
+        torch.save(
+            {"model": dit.state_dict(), "ema": ema.state_dict(), "opt": opt.state_dict(), "step": step, "rng": rng.bit_generator.state, "offset": offset, "total": cfg.steps},
+            ckpt,
+        )
 
     dit.train()
     while step < cfg.steps:
