@@ -185,6 +185,10 @@ class FloatGroups:
 
 FLOAT_GROUPS = {
     "tiny": FloatGroups(denoiser=("t_embed", "ada", "patch_embed", "final", "text_pool"), text_encoder_int8=("intermediate",)),
+    # Wan: the timestep and caption embedders (they drive every block's modulation), the patch
+    # embedding and the output projection; UMT5's FFN output projections `wo`, the layers
+    # transformers itself keeps in fp32 for T5-family models (activation outliers).
+    "wan": FloatGroups(denoiser=("condition_embedder", "patch_embedding", "proj_out"), text_encoder_int8=("wo",)),
 }
 PRESETS = ("fp32", "fp16", "int8", "int4")
 

@@ -118,6 +118,10 @@ def cmd_info(args) -> int:
 
 
 def cmd_export(args) -> int:
+    if args.family == "wan":
+        return _export_wan(args)
+    if args.recipe is not None:
+        raise KinemaError("--recipe is an option of `export wan`; quantize a tiny bundle with `kinema quantize`")
     try:
         from kinema.export.tiny import export_tiny
     except ImportError as e:
@@ -129,6 +133,20 @@ def cmd_export(args) -> int:
         overwrite=args.overwrite,
         with_encoder=not args.no_encoder,
     )
+    print(f"kinema: wrote bundle {out}", file=sys.stderr)
+    return 0
+
+
+def _export_wan(args) -> int:
+    if args.checkpoint is None:
+        raise KinemaError("export wan needs --checkpoint DIR: a local Wan diffusers folder such as Wan2.1-T2V-1.3B-Diffusers")
+    if args.random_init or args.no_encoder:
+        raise KinemaError("--random-init and --no-encoder are options of `export tiny`")
+    try:
+        from kinema.export.wan import export_wan  # checks the folder before importing torch
+    except ImportError as e:
+        raise KinemaError(f"export needs the torch side: pip install 'kinema[export]' ({e})") from None
+    out = export_wan(args.checkpoint, Path(args.out), recipe=args.recipe, overwrite=args.overwrite)
     print(f"kinema: wrote bundle {out}", file=sys.stderr)
     return 0
 
@@ -360,7 +378,7 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--steps", type=int, default=None, help="sampling steps (default: bundle's)")
     g.add_argument("--guidance", "--cfg", dest="guidance", type=float, default=None, help="classifier-free guidance scale; 1 turns it off (default: bundle's)")
     g.add_argument("--seed", type=int, default=42, help="noise seed; negative for a random one (default: 42)")
-    g.add_argument("--sampler", default=None, help="euler, heun or dpmpp_2m (default: bundle's)")
+    g.add_argument("--sampler", default=None, help="euler, heun, dpmpp_2m or unipc (default: bundle's)")
     g.add_argument("--shift", type=float, default=None, help="flow-matching time shift (default: bundle's)")
     g.add_argument("--cfg-mode", default="batched", help="batched (faster) or sequential (half the peak memory)")
     g.add_argument("--provider", default="cpu", help="cpu, cuda, dml or coreml (default: cpu)")
@@ -380,9 +398,11 @@ def build_parser() -> argparse.ArgumentParser:
     i.set_defaults(func=cmd_info)
 
     e = sub.add_parser("export", help="trace a model family to a bundle (needs kinema[export])")
-    e.add_argument("family", choices=["tiny"], help="model family")
+    e.add_argument("family", choices=["tiny", "wan"], help="model family")
     e.add_argument("--out", required=True, help="bundle folder to write")
-    e.add_argument("--checkpoint", type=Path, default=None, help="folder with tiny_dit.safetensors and tiny_vae.safetensors (default: the trained weights shipped with kinema)")
+    e.add_argument("--checkpoint", type=Path, default=None, help="tiny: folder with tiny_dit.safetensors and tiny_vae.safetensors (default: the trained weights shipped with kinema); "
+                   "wan: a local Wan diffusers folder (model_index.json, transformer/, vae/, text_encoder/, tokenizer/, scheduler/)")
+    e.add_argument("--recipe", default=None, help="wan: quantize the exported bundle with this recipe (int8, int4, fp16, fp32)")
     e.add_argument("--random-init", action="store_true", help="random weights instead of trained ones (for tests)")
     e.add_argument("--no-encoder", action="store_true", help="leave out the video encoder graph (no image/video prompting)")
     e.add_argument("--overwrite", action="store_true", help="replace an existing bundle at --out")

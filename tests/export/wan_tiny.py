@@ -1,0 +1,75 @@
+"""Tiny random Wan checkpoints for the tests, built in code: nothing is downloaded.
+
+The configurations are diffusers' own test sizes for WanTransformer3DModel and
+AutoencoderKLWan, a two-layer UMT5 encoder, and a Unigram tokenizer with a few dozen
+pieces, saved the way a real Wan2.1-T2V-Diffusers folder is laid out.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+
+WORDS = ("a", "red", "ball", "blue", "cat", "dog", "running", "on", "the", "beach", "slowly", "green", "tree", "in", "snow")
+MAX_TOKENS = 16  # the tests' max_sequence_length (Wan's is 512)
+
+
+def tiny_tokenizer():
+    """A transformers fast tokenizer over a UMT5-style Unigram model: <pad>=0, </s>=1, <unk>=2, ends with </s>."""
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, processors
+    from transformers import PreTrainedTokenizerFast
+
+    letters = "abcdefghijklmnopqrstuvwxyz"
+    vocab = [("<pad>", 0.0), ("</s>", 0.0), ("<unk>", 0.0), ("\u2581", -3.0)]
+    vocab += [(f"\u2581{w}", -2.0) for w in WORDS] + [(c, -4.0) for c in letters]
+    tok = Tokenizer(models.Unigram(vocab, unk_id=2, byte_fallback=False))
+    tok.pre_tokenizer = pre_tokenizers.Metaspace(replacement="\u2581", prepend_scheme="always")
+    tok.decoder = decoders.Metaspace(replacement="\u2581", prepend_scheme="always")
+    tok.post_processor = processors.TemplateProcessing(single="$A </s>", pair="$A </s> $B </s>", special_tokens=[("</s>", 1)])
+    return PreTrainedTokenizerFast(tokenizer_object=tok, pad_token="<pad>", eos_token="</s>", unk_token="<unk>")
+
+
+def tiny_modules(seed: int = 0, *, wan22: bool = False):
+    """(transformer, vae, text_encoder), random, fp32, eval; wan22 gives a Wan 2.2 TI2V-style residual VAE with patch 2."""
+    from diffusers import AutoencoderKLWan, WanTransformer3DModel
+    from transformers import UMT5Config, UMT5EncoderModel
+
+    torch.manual_seed(seed)
+    z = 12 if wan22 else 16
+    transformer = WanTransformer3DModel(
+        patch_size=(1, 2, 2), num_attention_heads=2, attention_head_dim=12, in_channels=z, out_channels=z, text_dim=32,
+        freq_dim=256, ffn_dim=32, num_layers=2, cross_attn_norm=True, qk_norm="rms_norm_across_heads", rope_max_seq_len=32,
+    )
+    if wan22:
+        vae = AutoencoderKLWan(
+            base_dim=4, decoder_base_dim=6, z_dim=z, dim_mult=[1, 1, 1, 1], num_res_blocks=1, temperal_downsample=[False, True, True],
+            is_residual=True, patch_size=2, scale_factor_spatial=16, in_channels=12, out_channels=12,
+            latents_mean=[0.1 * i for i in range(z)], latents_std=[1.0 + 0.1 * i for i in range(z)],
+        )
+    else:
+        vae = AutoencoderKLWan(base_dim=3, z_dim=z, dim_mult=[1, 1, 1, 1], num_res_blocks=1, temperal_downsample=[False, True, True])
+    cfg = UMT5Config(
+        vocab_size=48, d_model=32, d_kv=8, d_ff=37, num_layers=2, num_heads=4, relative_attention_num_buckets=8,
+        feed_forward_proj="gated-gelu", pad_token_id=0, eos_token_id=1, decoder_start_token_id=0,
+    )
+    text_encoder = UMT5EncoderModel(cfg)
+    return transformer.eval(), vae.eval(), text_encoder.eval()
+
+
+def unipc(flow_shift: float = 3.0):
+    """Wan's scheduler as its checkpoints configure it."""
+    from diffusers import UniPCMultistepScheduler
+
+    return UniPCMultistepScheduler(prediction_type="flow_prediction", use_flow_sigmas=True, flow_shift=flow_shift, num_train_timesteps=1000)
+
+
+def save_checkpoint(folder: Path, seed: int = 0, *, wan22: bool = False):
+    """A WanPipeline of tiny random modules saved as a diffusers folder; returns the pipeline."""
+    from diffusers import WanPipeline
+
+    transformer, vae, text_encoder = tiny_modules(seed, wan22=wan22)
+    pipe = WanPipeline(tokenizer=tiny_tokenizer(), text_encoder=text_encoder, transformer=transformer, vae=vae, scheduler=unipc(),
+                       expand_timesteps=wan22)
+    pipe.save_pretrained(folder, safe_serialization=True)
+    return pipe
