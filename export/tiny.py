@@ -265,7 +265,8 @@ def export_tiny(
                 "shift": d.shift,
                 "negative_prompt": "",
             },
-            "conditioning": {"text": True, "cond_latents": True, "negative_prompt": True},
+            # trained with the first, the first k or the last latent frame known (train_tiny.random_cond_mask)
+            "conditioning": {"text": True, "cond_latents": True, "negative_prompt": True, "known_frames": ["first", "leading", "last"]},
             "decoder": {
                 "prefix_latent_frames": 1,
                 "step_latent_frames": 1,

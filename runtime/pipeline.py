@@ -23,8 +23,9 @@ from pathlib import Path
 import numpy as np
 
 from . import accel as accel_mod
-from . import prediction, samplers, schedules
+from . import conditioning, prediction, samplers, schedules
 from .bundle import Bundle, default_bundle_path, load_bundle
+from .decode import StreamingDecoder
 from .errors import BundleError, Cancelled, InputError
 from .memory import estimate_memory
 from .policy import Policy, check_prompt
@@ -54,6 +55,7 @@ class GenerationSettings:
     seed: int
     sampler: str
     cfg_mode: str = "batched"
+    loop: bool = False  # close the clip into a seamless loop (runtime/conditioning.py)
 
     def metadata(self) -> dict[str, str]:
         return {k: str(v) for k, v in asdict(self).items()}
@@ -67,7 +69,7 @@ def _is_real(v) -> bool:
     return isinstance(v, (int, float, np.integer, np.floating)) and not isinstance(v, bool)
 
 
-class Pipeline:
+class Pipeline(conditioning.MediaMixin):
     """A bundle's graphs on one execution provider; `generate` turns a prompt into a `Video`.
 
     Thread-safe: several threads may call `generate` on one Pipeline at once. Graphs open
@@ -148,6 +150,7 @@ class Pipeline:
         seed: int = 0,
         sampler: str | None = None,
         cfg_mode: str = "batched",
+        loop: bool = False,
     ) -> GenerationSettings:
         """Resolve settings against the bundle's defaults; raises InputError naming the first bad value."""
         v, s = self.bundle.video, self.bundle.sampler
@@ -171,14 +174,11 @@ class Pipeline:
                 raise InputError(f"seconds={seconds!r} must be a number > 0")
             k = max(0, round((seconds * fps - v.frame_offset) / v.frame_multiple))
             frames = v.frame_multiple * k + v.frame_offset
-            if frames > v.max_frames:
-                raise InputError(f"seconds={seconds} needs {frames} frames at {fps:g} fps; this bundle makes at most {v.max_frames} frames ({v.max_frames / fps:.2f} s)")
         frames = v.frames if frames is None else frames
         if not _is_int(frames) or frames < 1 or (frames - v.frame_offset) % v.frame_multiple:
             ok = ", ".join(str(v.frame_multiple * k + v.frame_offset) for k in range(1, 5))
             raise InputError(f"frames={frames!r} must be {rule} (e.g. {ok}, ...) for this bundle's video decoder")
-        if frames > v.max_frames:
-            raise InputError(f"frames={frames} is over this bundle's limit of {v.max_frames} frames")
+        conditioning.check_length(self.bundle, frames, fps, seconds, bool(loop))  # past one window: window by window
 
         height = v.height if height is None else height
         width = v.width if width is None else width
@@ -217,6 +217,7 @@ class Pipeline:
             seed=int(seed),
             sampler=sampler,
             cfg_mode=cfg_mode,
+            loop=bool(loop),
         )
 
     # ------------------------------------------------------------------ stages
@@ -305,20 +306,11 @@ class Pipeline:
 
     def decode_stream(self, latents: np.ndarray) -> Iterator[np.ndarray]:
         """Yield float frames (B, t', H, W, 3) in [0, 1], one latent frame at a time: memory stays flat."""
-        dec = self.bundle.decoder
-        caches = dec["caches"]
-        n0 = dec.get("prefix_latent_frames", 1)
-        out = self.session("decoder_prefix").run(None, {"latents": np.ascontiguousarray(latents[:, :, :n0], dtype=np.float32)})
-        names = [o.name for o in self.session("decoder_prefix").get_outputs()]
-        state = dict(zip(names, out))
-        yield state["frames"]
-        step = self.session("decoder_step")
-        step_names = [o.name for o in step.get_outputs()]
-        for i in range(n0, latents.shape[2]):
-            feeds = {"latents": np.ascontiguousarray(latents[:, :, i : i + 1], dtype=np.float32)}
-            feeds.update({c["input"]: state[c["output"]] for c in caches})
-            state = dict(zip(step_names, step.run(None, feeds)))
-            yield state["frames"]
+        dec = StreamingDecoder(self)
+        for i in range(latents.shape[2]):
+            frames = dec.push(latents[:, :, i : i + 1])
+            if frames is not None:
+                yield frames
 
     def decode(self, latents: np.ndarray) -> np.ndarray:
         """Whole clip: float frames (B, T, H, W, 3) in [0, 1]."""
@@ -357,11 +349,34 @@ class Pipeline:
                 raise Cancelled("generation cancelled")
 
         check_cancel()
-        text = self.encode_text([st.prompt, st.negative_prompt])
-        kind = self.bundle.sampler["prediction"]
+        meta = st.metadata() | ({"accel": accel.metadata()} if accel is not None and accel.active else {}) | {"bundle": self.bundle.name, "bundle_sha256": self.bundle.digest, "generator": _generator()}
+        if conditioning.windowed(self.bundle, st):  # longer than one window, or a loop
+            chunks = conditioning.long_stream(self, st, callback=callback, cancel=cancel, accel=accel)
+            return Video(np.concatenate(list(chunks)), st.fps, meta)
         sigmas = self.sigmas(st)
-        x = self.initial_noise(st) * np.float32(prediction.initial_noise_scale(sigmas, kind))
-        model = accel_mod.accelerate(self.denoiser(st, text, guide_cache=accel_mod.guidance_cache(accel)), sigmas, accel)
+        x = self.initial_noise(st) * np.float32(prediction.initial_noise_scale(sigmas, self.bundle.sampler["prediction"]))
+        latents = self.sample(st, x, sigmas, callback=callback, cancel=cancel, accel=accel)
+        frames = []
+        for chunk in self.decode_stream(latents):
+            check_cancel()
+            frames.append(chunk[0])
+        frames = np.concatenate(frames, axis=0)  # (T, H, W, 3)
+        return Video.from_float(frames, st.fps, meta)
+
+    def sample(self, st: GenerationSettings, x: np.ndarray, sigmas: np.ndarray, *, text=None, cond_latents=None,
+               cond_mask=None, callback=None, cancel=None, accel: accel_mod.Accel | None = None) -> np.ndarray:
+        """Latents sampled from state x at sigmas[0] to 0; frames where cond_mask is 1 are held at cond_latents."""
+
+        def check_cancel():
+            if cancel is not None and cancel.is_set():
+                raise Cancelled("generation cancelled")
+
+        text = self.encode_text([st.prompt, st.negative_prompt]) if text is None else text
+        kind = self.bundle.sampler["prediction"]
+        den = self.denoiser(st, text, cond_latents, cond_mask, guide_cache=accel_mod.guidance_cache(accel))
+        if cond_mask is not None:
+            den = conditioning.hold_known(den, cond_latents, cond_mask)
+        model = accel_mod.accelerate(den, sigmas, accel)
 
         pmap = self.bundle.preview_map
 
@@ -373,14 +388,7 @@ class Pipeline:
             check_cancel()
 
         sample = samplers.SAMPLERS[st.sampler]
-        latents = sample(model, x, sigmas, callback=on_step, **samplers.sampler_kwargs(st.sampler, flow=kind == "flow"))
-        frames = []
-        for chunk in self.decode_stream(latents):
-            check_cancel()
-            frames.append(chunk[0])
-        frames = np.concatenate(frames, axis=0)  # (T, H, W, 3)
-        meta = st.metadata() | ({"accel": accel.metadata()} if accel is not None and accel.active else {}) | {"bundle": self.bundle.name, "bundle_sha256": self.bundle.digest, "generator": _generator()}
-        return Video.from_float(frames, st.fps, meta)
+        return sample(model, x, sigmas, callback=on_step, **samplers.sampler_kwargs(st.sampler, flow=kind == "flow"))
 
 
 def _generator() -> str:

@@ -127,7 +127,7 @@ def test_console_script(tiny_bundle, outdir):
 
 BAD_SETTINGS = [
     (["--frames", "16"], ["frames=16", "4k+1"]),
-    (["--frames", "37"], ["frames=37", "33"]),
+    (["--frames", "2401"], ["frames=2401", "300 s"]),
     (["--frames", "0"], ["frames=0"]),
     (["--width", "70"], ["width=70", "multiple of 16"]),
     (["--height", "256"], ["height=256", "[32, 128]"]),
@@ -136,7 +136,7 @@ BAD_SETTINGS = [
     (["--cfg", "nan"], ["guidance=nan"]),
     (["--guidance", "inf"], ["guidance=inf"]),
     (["--fps", "0"], ["fps=0"]),
-    (["--seconds", "60"], ["seconds=60"]),
+    (["--seconds", "301"], ["seconds=301", "300 s"]),
     (["--sampler", "ddim"], ["'ddim'"]),
     (["--cfg-mode", "parallel"], ["'parallel'"]),
     (["--threads", "0"], ["threads=0"]),

@@ -1,0 +1,193 @@
+"""Known latent frames, SDEdit, windows and loops on the random tiny bundle (fixed seeds, stated tolerances)."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+
+from bundle_copies import clone, replace_bytes
+from kinema.runtime import BundleError, InputError, Pipeline
+from kinema.runtime import conditioning as cond
+from kinema.runtime.schedules import flow_sigmas
+
+FAST = dict(steps=2, guidance=3.0)
+
+
+@pytest.fixture(scope="module")
+def pipe(tiny_bundle):
+    return Pipeline.from_bundle(tiny_bundle)
+
+
+def _clip(n=9, seed=0) -> np.ndarray:
+    """A smooth moving blob, (n, 64, 64, 3) uint8."""
+    yy, xx = np.mgrid[0:64, 0:64]
+    frames = []
+    for t in range(n):
+        d = (xx - 20 - 3 * t) ** 2 + (yy - 32) ** 2
+        f = np.stack([np.exp(-d / 80.0) * 220, np.full_like(d, 40, dtype=float), 120 - np.exp(-d / 80.0) * 100], -1)
+        frames.append(f)
+    return np.clip(np.stack(frames) + seed, 0, 255).astype(np.uint8)
+
+
+def test_known_frames_follow_the_closed_form_and_end_at_the_given_latents(pipe):
+    st = pipe.check_inputs("a red ball", frames=17, **FAST, seed=5)
+    win = cond.Windows(pipe, st)
+    rng = np.random.default_rng(1)
+    start = rng.standard_normal((1, 8, 2, 8, 8)).astype(np.float32)
+    end = rng.standard_normal((1, 8, 1, 8, 8)).astype(np.float32)
+    eps = np.random.Generator(np.random.PCG64(5)).standard_normal((1, 8, 5, 8, 8), dtype=np.float32)
+    seen = []
+    win.callback = lambda p: seen.append((p["sigma"], p["x"].copy()))
+    out = win.sample(5, start=start, end=end)
+    # the known frames' state is (1 - σ) c + σ ε at every step (flow), with ε the window's noise
+    for sigma, x in seen:
+        np.testing.assert_allclose(x[:, :, :2], (1 - sigma) * start + sigma * eps[:, :, :2], atol=1e-5)
+        np.testing.assert_allclose(x[:, :, 4:], (1 - sigma) * end + sigma * eps[:, :, 4:], atol=1e-5)
+    np.testing.assert_allclose(out[:, :, :2], start, atol=1e-5)
+    np.testing.assert_allclose(out[:, :, 4:], end, atol=1e-5)
+    assert np.abs(out[:, :, 2:4] - eps[:, :, 2:4]).mean() > 0.1  # the free frames moved
+
+
+def test_first_window_noise_is_the_plain_generation_noise(pipe):
+    st = pipe.check_inputs("a red ball", frames=17, seed=11)
+    assert np.array_equal(cond.Windows(pipe, st).noise(5), pipe.initial_noise(st))
+
+
+def test_animate_starts_at_the_image_round_trip(pipe):
+    img = _clip(1)[0]
+    video = pipe.animate(img, "a red ball", frames=9, **FAST)
+    rt = pipe.decode(cond.encode(pipe, img[None]))[0, 0]
+    rt8 = np.rint(np.clip(rt, 0, 1) * 255).astype(np.int32)
+    assert video.frames.shape == (9, 64, 64, 3)
+    assert np.abs(video.frames[0].astype(np.int32) - rt8).max() <= 1  # latent held to 1e-5
+    assert video.metadata["mode"] == "animate"
+
+
+def test_edit_strength_1_is_plain_generation(pipe):
+    clip = _clip(9)
+    plain = pipe.generate("a blue square", frames=9, seed=7, **FAST).frames
+    edited = pipe.edit(clip, "a blue square", 1.0, seed=7, **FAST).frames
+    assert np.array_equal(plain, edited)
+
+
+def test_edit_small_strength_stays_close_to_the_input(pipe):
+    clip = _clip(9)
+    rt = np.rint(np.clip(pipe.decode(cond.encode(pipe, clip))[0], 0, 1) * 255)
+    st = dict(seed=7, steps=20, guidance=3.0)
+    small = pipe.edit(clip, "a blue square", 0.05, **st).frames.astype(float)
+    plain = pipe.generate("a blue square", frames=9, **st).frames.astype(float)
+    err_small, err_plain = np.abs(small - rt).mean(), np.abs(plain - rt).mean()
+    # measured 6.3 vs 31.1 (of 255): a random network's velocity moves even 1/20 of the path
+    assert err_small < 0.3 * err_plain, (err_small, err_plain)
+
+
+def test_edit_sigmas_start_at_the_strength():
+    full = flow_sigmas(20, 1.0)
+    s = cond.edit_sigmas(full, 0.5, "flow")
+    assert np.array_equal(s, np.concatenate([[0.5], full[full < 0.5]])) and len(s) == 12  # 0.5, 0.474, ..., 0.001, 0
+    assert np.all(np.diff(s) < 0)
+    assert np.array_equal(cond.edit_sigmas(full, 1.0, "flow"), full)
+
+
+@pytest.mark.parametrize("frames,chunks", [(17, [17]), (25, [17, 8]), (41, [17, 12, 12])])
+def test_windows_stream_the_expected_frames(pipe, frames, chunks):
+    st = pipe.check_inputs("a red ball", frames=frames, seed=3, **FAST)
+    sizes = [len(c) for c in cond.long_stream(pipe, st)]
+    assert sizes == chunks and sum(sizes) == frames
+
+
+def test_long_video_starts_with_the_plain_clip(pipe):
+    long = pipe.generate("a red ball", frames=41, seed=3, **FAST)  # past max_frames=33: windowed
+    plain = pipe.generate("a red ball", frames=17, seed=3, **FAST)
+    assert long.num_frames == 41 and np.array_equal(long.frames[:17], plain.frames)
+
+
+def test_seconds_60_is_windowed_and_the_limit_is_checked_first(pipe):
+    st = pipe.check_inputs("a red ball", seconds=60)
+    assert st.frames == 481 and cond.windowed(pipe.bundle, st)
+    with pytest.raises(InputError, match=r"seconds=301 .* limit is 300 s"):
+        pipe.check_inputs("a red ball", seconds=301)
+
+
+def test_reencode_seams_also_stream(pipe):
+    st = pipe.check_inputs("a red ball", frames=25, seed=3, **FAST)
+    assert [len(c) for c in cond.long_stream(pipe, st, seam="reencode")] == [17, 8]
+
+
+def test_loop_writes_4k_frames_starting_inside_the_plain_clip(pipe):
+    video = pipe.generate("a red ball", frames=25, loop=True, seed=3, **FAST)
+    assert video.num_frames == 24 and video.metadata["loop"] == "True"
+    # 7 latents = a plain 5-latent window + a closing window of 2 new ones; playback starts at
+    # frame 9 of the plain clip (latents 1 and 2 are decoded again at the end)
+    plain = pipe.generate("a red ball", frames=17, seed=3, **FAST).frames
+    assert np.array_equal(video.frames[:8], plain[9:])
+    assert pipe.generate("a red ball", frames=17, loop=True, seed=3, **FAST).num_frames == 16
+    with pytest.raises(InputError, match="too short to loop: a loop needs at least 17 frames"):
+        pipe.check_inputs("a red ball", frames=13, loop=True)
+
+
+def test_extend_forward_keeps_the_clip_and_adds_whole_latent_frames(pipe):
+    clip = _clip(9)
+    video = pipe.extend(clip, "a red ball", 2.0, seed=1, **FAST)  # 16 frames = 4 latents: windows 3 + 1
+    assert video.num_frames == 9 + 16 and np.array_equal(video.frames[:9], clip)
+
+
+def test_extend_backward_ends_with_the_clip(pipe):
+    clip = _clip(9)
+    video = pipe.extend(clip, "a red ball", 1.0, backward=True, seed=1, **FAST)  # 8 frames -> one window of 9
+    assert video.num_frames == 9 + 9 and np.array_equal(video.frames[-9:], clip)
+
+
+def test_connect_puts_a_transition_between_the_clips(pipe):
+    a, b = _clip(9), _clip(5, seed=30)
+    video = pipe.connect(a, b, "a red ball", seed=1, **FAST)
+    assert video.num_frames == 9 + 8 + 5
+    assert np.array_equal(video.frames[:9], a) and np.array_equal(video.frames[-5:], b)
+
+
+@pytest.mark.parametrize(
+    "call,needle",
+    [
+        (lambda p: p.edit(_clip(9), "x", 0.0), "strength=0.0"),
+        (lambda p: p.edit(_clip(9), "x", 1.5), "strength=1.5"),
+        (lambda p: p.extend(_clip(9), "x", 0), "seconds=0"),
+        (lambda p: p.extend(_clip(9), "x", 301), "seconds=301"),
+        (lambda p: p.edit(_clip(40), "x", 0.5), "at most 33 frames"),
+        (lambda p: p.animate(_clip(1)[0], "x", fit="stretch"), "'stretch'"),
+    ],
+)
+def test_bad_values_are_named(pipe, call, needle):
+    with pytest.raises(InputError) as e:
+        call(pipe)
+    assert needle in str(e.value) and "\n" not in str(e.value)
+
+
+def _edited(tiny_bundle, tmp_path, change) -> Pipeline:
+    copy = clone(tiny_bundle, tmp_path / "bundle")
+    m = json.loads((copy / "manifest.json").read_text())
+    change(m)
+    replace_bytes(copy / "manifest.json", json.dumps(m).encode())
+    return Pipeline.from_bundle(copy)
+
+
+def test_a_bundle_that_cannot_condition_on_the_last_frames_says_so(tiny_bundle, tmp_path):
+    p = _edited(tiny_bundle, tmp_path, lambda m: m["conditioning"].update(known_frames=["first", "leading"]))
+    with pytest.raises(BundleError, match="cannot extend a video backward: .*the last latent frames"):
+        p.extend(_clip(9), "x", 1.0, backward=True)
+    with pytest.raises(BundleError, match="cannot connect two videos"):
+        p.connect(_clip(9), _clip(9), "x")
+    p.extend(_clip(9), "x", 0.5, **FAST)  # forward still works
+
+
+def test_a_bundle_without_conditioning_or_encoder_says_so(tiny_bundle, tmp_path):
+    p = _edited(tiny_bundle, tmp_path, lambda m: m["conditioning"].update(cond_latents=False))
+    with pytest.raises(InputError, match="cannot go on window by window"):
+        p.check_inputs("x", seconds=60)
+    with pytest.raises(BundleError, match="cannot animate an image: its denoiser takes no known latent frames"):
+        p.animate(_clip(1)[0], "x")
+    p = _edited(tiny_bundle, tmp_path / "2", lambda m: m["components"].pop("encoder"))
+    with pytest.raises(BundleError, match="has no encoder graph"):
+        p.edit(_clip(9), "x", 0.5)
+    assert p.generate("x", frames=41, **FAST).num_frames == 41  # long text-to-video needs no encoder
