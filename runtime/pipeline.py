@@ -79,8 +79,13 @@ class Pipeline(conditioning.MediaMixin):
 
     policy: Policy | None = None  # the prompt policy check_inputs applies; None = the built-in one
 
-    def __init__(self, bundle: Bundle, *, provider: str = "cpu", threads: int | None = None):
+    def __init__(self, bundle: Bundle, *, provider: str = "cpu", threads: int | None = None, low_memory: bool = False):
         check_provider(provider)
+        if not isinstance(low_memory, bool):
+            raise InputError(f"low_memory={low_memory!r} must be True or False")
+        # low_memory: one graph open at a time; opening one releases the others, so the
+        # text encoder is freed before the denoiser loads and the denoiser before the decoder.
+        self.low_memory = low_memory
         self.bundle = bundle
         self.provider = provider
         self.threads = check_threads(threads)
@@ -89,7 +94,7 @@ class Pipeline(conditioning.MediaMixin):
         self._lock = threading.Lock()
 
     @classmethod
-    def from_bundle(cls, path: str | Path | None = None, *, provider: str = "cpu", threads: int | None = None, verify: bool = True) -> "Pipeline":
+    def from_bundle(cls, path: str | Path | None = None, *, provider: str = "cpu", threads: int | None = None, verify: bool = True, low_memory: bool = False) -> "Pipeline":
         """Check a bundle folder (the built-in one when path is None) and prepare to run it."""
         check_provider(provider)
         check_threads(threads)
@@ -97,7 +102,7 @@ class Pipeline(conditioning.MediaMixin):
             path = default_bundle_path()
             if not (path / "manifest.json").is_file():
                 raise BundleError(f"the built-in bundle is missing from this installation ({path}); reinstall kinema or pass a bundle folder")
-        return cls(load_bundle(path, verify_hashes=verify), provider=provider, threads=threads)
+        return cls(load_bundle(path, verify_hashes=verify), provider=provider, threads=threads, low_memory=low_memory)
 
     # ------------------------------------------------------------------ graphs
 
@@ -107,6 +112,10 @@ class Pipeline(conditioning.MediaMixin):
             if name not in self._sessions:
                 if not self.bundle.has(name):
                     raise BundleError(f"bundle {self.bundle.path}: has no {name} graph")
+                if self.low_memory:  # the decoder's prefix and step graphs count as one component
+                    group = name.split("_")[0]
+                    for other in [k for k in self._sessions if k.split("_")[0] != group]:
+                        del self._sessions[other]  # a caller still running it keeps it alive until it returns
                 t0 = time.perf_counter()
                 self._sessions[name] = open_session(self.bundle.component_path(name), self.provider, self.threads)
                 log.info("opened %s graph of %s on %s in %.2f s", name, self.bundle.name, self.provider, time.perf_counter() - t0)
