@@ -186,9 +186,13 @@ class FloatGroups:
 FLOAT_GROUPS = {
     "tiny": FloatGroups(denoiser=("t_embed", "ada", "patch_embed", "final", "text_pool"), text_encoder_int8=("intermediate",)),
     # Wan: the timestep and caption embedders (they drive every block's modulation), the patch
-    # embedding and the output projection; UMT5's FFN output projections `wo`, the layers
-    # transformers itself keeps in fp32 for T5-family models (activation outliers).
-    "wan": FloatGroups(denoiser=("condition_embedder", "patch_embedding", "proj_out"), text_encoder_int8=("wo",)),
+    # embedding and the output projection, and what diffusers keeps in fp32 in a bf16 model
+    # (norms, modulation tables, rotary tables); UMT5's FFN output projections `wo`, the
+    # layers transformers itself keeps in fp32 for T5-family models (activation outliers).
+    "wan": FloatGroups(
+        denoiser=("condition_embedder", "patch_embedding", "proj_out", "norm_out", "norm1", "norm2", "norm3", "scale_shift_table", "rope"),
+        text_encoder_int8=("wo",),
+    ),
 }
 PRESETS = ("fp32", "fp16", "int8", "int4")
 
