@@ -126,11 +126,17 @@ def test_runtime_generates_without_torch(tiny_bundle, tmp_path):
             frames, fps = video_io.read_video(out + "/" + name)
             assert frames.shape[0] == 5, (name, frames.shape)
         check("read back")
+
+        from kinema.runtime import policy, verify  # c2pa-python, cryptography, the watermark
+        policy.check_prompt("a red ball")
+        report = verify.verify_file(out + "/cli.mp4")
+        assert report["c2pa"]["valid"], report["c2pa"]
+        check("policy, C2PA sign + verify, watermark")
         """,
         str(tiny_bundle),
         str(tmp_path),
         cwd=tmp_path,
     )
-    assert len(stages) == 4, stages
+    assert len(stages) == 5, stages
     assert bad_stages(stages) == {}, f"forbidden modules in the runtime: {bad_stages(stages)}"
     assert (tmp_path / "api.mp4").stat().st_size > 0 and (tmp_path / "cli.mp4").stat().st_size > 0

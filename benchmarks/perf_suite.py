@@ -1,0 +1,750 @@
+"""kinema against PyTorch on the tiny model, side by side in one run, and each graph against this machine's GEMM peak.
+
+    python benchmarks/perf_suite.py [--bundle DIR] [--out benchmarks/results] [--rounds 3] [--prompts 24]
+
+Measures, in this order and in one process (subprocesses where a fresh process is the point):
+
+- GEMM peak: ONNX Runtime MatMul fp32 and MatMulInteger u8 x s8 at 2048^3 (tiny graphs
+  built with onnx.helper), GFLOP/s and GOP/s;
+- kinema bundles (fp32 as given, int8 = `kinema quantize --recipe int8`, int4 = `--recipe int4`,
+  and the same after the transformer-fusion pass `python -m kinema.quantize.fuse`) against
+  the same PyTorch model (models/tiny_dit.py, tiny_vae.py, text_encoder.py with the weights
+  in models/data, as export/tiny.py loads them) run eagerly in fp32 and under bf16 autocast:
+  one denoiser step (guided batch of 2 at the default clip) and end-to-end generate
+  (default clip, steps and guidance), interleaved round by round, medians;
+- cold start: command start to the first step's callback, in a fresh process;
+- peak RSS per stage (text encode, denoise, decode), in a fresh process each, the peak
+  reset between stages (/proc/self/clear_refs);
+- FLOPs of each graph from the model config (formulas in `dit_flops`, `text_encoder_flops`;
+  the decoder's convolutions counted by torch's FlopCounterMode at the same shapes) and the
+  fraction of the measured GEMM peak each reaches; an ONNX Runtime profile of the denoiser,
+  summarised by op type;
+- optimisations: graph optimisation levels, the optimised-graph cache, threads,
+  memory arena and pattern, IO binding, guidance batched against sequential;
+- step-skipping accelerations: speed-up, video PSNR against the plain output and ShapesBench
+  adherence on the first N in-distribution prompts (quantize/compare.py's compare_generators).
+
+Writes perf_suite.json and perf_suite.md. On a 2-core machine it takes ~10-15 minutes.
+"""
+
+from __future__ import annotations
+
+import argparse
+import collections
+import json
+import os
+import platform
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+PROMPT = "a red ball bouncing on a white background"
+GEMM_N = 2048
+GEMM_KINDS = ("MatMul", "Gemm", "FusedMatMul", "MatMulInteger", "DynamicQuantizeMatMul", "MatMulIntegerToFloat", "MatMulNBits", "Conv", "Attention")
+
+
+def med(xs) -> float:
+    return float(np.median(xs))
+
+
+def timed(fn, n: int, warm: int = 2) -> list[float]:
+    for _ in range(warm):
+        fn()
+    out = []
+    for _ in range(n):
+        t = time.perf_counter()
+        fn()
+        out.append(time.perf_counter() - t)
+    return out
+
+
+def log(msg: str, res: dict | None = None, out: Path | None = None) -> None:
+    """Progress on stderr; with `res` and `out`, also the results so far (a killed run keeps them)."""
+    print(f"[{time.strftime('%H:%M:%S')}] {msg}", file=sys.stderr, flush=True)
+    if res is not None and out is not None:
+        out.mkdir(parents=True, exist_ok=True)
+        tmp = out / "perf_suite.partial.json"
+        tmp.write_text(json.dumps(res, indent=1, default=float) + "\n")
+
+
+class section:
+    """`with section(name, res, out):` logs, checkpoints the results, and records a failure instead of ending the run."""
+
+    def __init__(self, name: str, res: dict, out: Path):
+        self.name, self.res, self.out = name, res, out
+
+    def __enter__(self):
+        log(self.name, self.res, self.out)
+
+    def __exit__(self, kind, err, tb):
+        if err is not None and not isinstance(err, KeyboardInterrupt):
+            import traceback
+
+            self.res.setdefault("errors", {})[self.name] = "".join(traceback.format_exception(kind, err, tb))[-2000:]
+            log(f"{self.name} failed: {kind.__name__}: {err}")
+            return True
+        return False
+
+
+# ------------------------------------------------------------------ GEMM peak
+
+
+def gemm_peak(work: Path, reps: int = 7) -> dict:
+    """Best-of-`reps` ORT MatMul (fp32) and MatMulInteger (u8 x s8) at 2048^3, as tiny ONNX graphs."""
+    import onnx
+    import onnxruntime as ort
+    from onnx import TensorProto, helper, numpy_helper
+
+    n = GEMM_N
+    rng = np.random.default_rng(0)
+    out = {}
+    specs = {
+        "fp32": (TensorProto.FLOAT, rng.standard_normal((n, n)).astype(np.float32), rng.standard_normal((n, n)).astype(np.float32), "MatMul", TensorProto.FLOAT),
+        "int8_u8s8": (TensorProto.UINT8, rng.integers(0, 255, (n, n), dtype=np.uint8), rng.integers(-127, 127, (n, n), dtype=np.int8), "MatMulInteger", TensorProto.INT32),
+    }
+    for name, (a_t, a, b, op, y_t) in specs.items():
+        g = helper.make_graph(
+            [helper.make_node(op, ["A", "B"], ["Y"])],
+            name,
+            [helper.make_tensor_value_info("A", a_t, [n, n])],
+            [helper.make_tensor_value_info("Y", y_t, [n, n])],
+            [numpy_helper.from_array(b, "B")],
+        )
+        m = helper.make_model(g, opset_imports=[helper.make_opsetid("", 17)])
+        path = work / f"gemm_{name}.onnx"
+        onnx.save(m, path)
+        s = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+        times = timed(lambda: s.run(None, {"A": a}), reps, warm=2)
+        out[name] = {"op": op, "n": n, "seconds_best": min(times), "seconds_median": med(times), "gflops": 2 * n**3 / min(times) / 1e9}
+    return out
+
+
+# ------------------------------------------------------------------ FLOPs from the config
+
+
+def dit_flops(cfg, frames: int, height: int, width: int, batch: int, text_len: int) -> dict:
+    """FLOPs (2 x multiply-adds) of one TinyDiT forward at a clip size.
+
+    Tokens N = T' (H/8/ph) (W/8/pw) with T' = (frames-1)/4 + 1; D width, F = mlp_ratio D,
+    L text tokens of width Dt, C latent channels, P = pt ph pw. Per block and sample:
+    self-attention qkv 3ND^2 + proj ND^2, cross q ND^2 + kv 2LDtD + proj ND^2, MLP 2NDF,
+    attention products 2N^2D (self) + 2NLD (cross), adaLN 6D^2; plus the patch embedding
+    N(2C+1)PD, the output layer NDPC + 2D^2, the timestep MLP 256D + D^2 and the text pool DtD.
+    `gemm` counts the products with a weight (what int8 quantizes); `total` adds attention.
+    """
+    t = (frames - 1) // 4 + 1
+    pt, ph, pw = cfg.patch
+    n = (t // pt) * (height // 8 // ph) * (width // 8 // pw)
+    d, f, dt, c, p, L = cfg.width, int(cfg.width * cfg.mlp_ratio), cfg.text_dim, cfg.latent_channels, pt * ph * pw, text_len
+    weights = cfg.depth * (n * (3 * d * d + d * d + d * d + d * d + 2 * d * f) + 2 * L * dt * d + 6 * d * d)
+    weights += n * (2 * c + 1) * p * d + n * d * p * c + 2 * d * d + 256 * d + d * d + dt * d
+    attn = cfg.depth * (2 * n * n * d + 2 * n * L * d)
+    return {"tokens": n, "batch": batch, "gemm": 2 * batch * weights, "total": 2 * batch * (weights + attn)}
+
+
+def text_encoder_flops(batch: int, L: int, layers: int = 6, h: int = 384, ff: int = 1536) -> dict:
+    """MiniLM-L6 (BERT): per layer 4LH^2 (q, k, v, out) + 2LHF (FFN) weight products and 2L^2H attention products."""
+    weights = layers * (4 * L * h * h + 2 * L * h * ff)
+    return {"gemm": 2 * batch * weights, "total": 2 * batch * (weights + layers * 2 * L * L * h)}
+
+
+def decoder_flops(frames: int, height: int, width: int) -> dict:
+    """The streaming decoder's FLOPs (prefix + one step per further latent frame), counted by torch's FlopCounterMode."""
+    import torch
+    from torch.utils.flop_counter import FlopCounterMode
+
+    from kinema.models.tiny_vae import TinyVAE, VAEConfig
+
+    vae = TinyVAE(VAEConfig()).eval()
+    t = (frames - 1) // 4 + 1
+    z = torch.zeros(1, 8, t, height // 8, width // 8)
+    with torch.no_grad(), FlopCounterMode(display=False) as fc:
+        _, caches = vae.decode_chunk(z[:, :, :1])
+        for i in range(1, t):
+            _, caches = vae.decode_chunk(z[:, :, i : i + 1], caches)
+    total = int(fc.get_total_flops())
+    return {"gemm": total, "total": total}
+
+
+# ------------------------------------------------------------------ kinema and torch runners
+
+
+def make_bundles(src: Path, work: Path) -> dict[str, Path]:
+    from kinema.quantize.fuse import fuse_bundle
+    from kinema.quantize.quantize_bundle import quantize_bundle
+
+    out = {"fp32": src}
+    for recipe in ("int8", "int4"):
+        log(f"quantize {recipe}")
+        out[recipe] = quantize_bundle(src, work / recipe, recipe)
+    log("fuse")
+    out["fp32-fused"] = fuse_bundle(src, work / "fused")
+    log("quantize fused int8")
+    out["int8-fused"] = quantize_bundle(out["fp32-fused"], work / "fused-int8", "int8")
+    return out
+
+
+class TorchTiny:
+    """The same tiny model in PyTorch eager, loaded as export/tiny.py does."""
+
+    def __init__(self, threads: int):
+        import torch
+
+        from kinema.export.tiny import load_tiny
+
+        torch.set_num_threads(threads)
+        self.torch = torch
+        self.dit, self.vae, self.te = load_tiny()
+
+    def step_fn(self, dtype, st, text_len: int):
+        torch = self.torch
+        t = (st.frames - 1) // 4 + 1
+        g = torch.Generator().manual_seed(0)
+        x = torch.randn(2, 8, t, st.height // 8, st.width // 8, generator=g)
+        emb = torch.randn(2, text_len, 384, generator=g)
+        mask = torch.ones(2, text_len, dtype=torch.int64)
+        zeros, cm = torch.zeros_like(x), torch.zeros(2, 1, t, 1, 1)
+        ts = torch.full((2,), 0.5)
+
+        def step():
+            with torch.no_grad(), torch.autocast("cpu", dtype=dtype or torch.float32, enabled=dtype is not None):
+                return self.dit(x, ts, emb, mask, zeros, cm)
+
+        return step
+
+    def generate(self, dtype, st, prompt: str = PROMPT, seed: int = 0):
+        from kinema.models.tiny_reference import generate_reference
+
+        return generate_reference(self.dit, self.vae, self.te, prompt, frames=st.frames, height=st.height, width=st.width, steps=st.steps, guidance=st.guidance, shift=st.shift, seed=seed, dtype=dtype)
+
+
+def denoiser_feeds(pipe, st) -> dict[str, np.ndarray]:
+    text = pipe.encode_text([st.prompt, st.negative_prompt])
+    x = pipe.initial_noise(st)
+    b = 2
+    return {
+        "latents": np.concatenate([x, x]),
+        "timestep": np.full((b,), 0.5, np.float32),
+        "text_embeds": text[0],
+        "text_mask": text[1],
+        "cond_latents": np.zeros((b, *x.shape[1:]), np.float32),
+        "cond_mask": np.zeros((b, 1, x.shape[2], 1, 1), np.float32),
+    }
+
+
+def open_variant(path: Path, *, level: str = "ORT_ENABLE_ALL", threads: int | None = None, arena: bool = True, mem_pattern: bool = True, profile: str | None = None):
+    import onnxruntime as ort
+
+    o = ort.SessionOptions()
+    o.graph_optimization_level = getattr(ort.GraphOptimizationLevel, level)
+    o.log_severity_level = 3
+    if threads is not None:
+        o.intra_op_num_threads = threads
+        o.inter_op_num_threads = 1
+    o.enable_cpu_mem_arena = arena
+    o.enable_mem_pattern = mem_pattern
+    if profile:
+        o.enable_profiling = True
+        o.profile_file_prefix = profile
+    return ort.InferenceSession(str(path), sess_options=o, providers=["CPUExecutionProvider"])
+
+
+def io_bound_run(session, feeds):
+    """A run() with inputs bound once as OrtValues and the output left in ORT's memory."""
+    import onnxruntime as ort
+
+    binding = session.io_binding()
+    for k, v in feeds.items():
+        binding.bind_ortvalue_input(k, ort.OrtValue.ortvalue_from_numpy(v))
+    binding.bind_output(session.get_outputs()[0].name)
+
+    def run():
+        session.run_with_iobinding(binding)
+        return binding.get_outputs()[0]
+
+    return run
+
+
+def profile_summary(session, feeds, runs: int = 10) -> dict:
+    """ORT profile of `runs` calls, summarised by op type: mean microseconds per run and share of kernel time."""
+    for _ in range(3):
+        session.run(None, feeds)
+    for _ in range(runs):
+        session.run(None, feeds)
+    path = session.end_profiling()
+    events = json.loads(Path(path).read_text())
+    Path(path).unlink(missing_ok=True)
+    per_op, count = collections.Counter(), collections.Counter()
+    model_runs = [e["dur"] for e in events if e.get("name") == "model_run"]
+    for e in events:
+        if e.get("cat") == "Node" and e.get("name", "").endswith("_kernel_time"):
+            per_op[e["args"]["op_name"]] += e["dur"]
+            count[e["args"]["op_name"]] += 1
+    total_runs = len(model_runs)
+    kernel = sum(per_op.values())
+    ops = {k: {"us_per_run": v / total_runs, "share": v / kernel, "nodes": count[k] // total_runs} for k, v in per_op.most_common()}
+    gemm_us = sum(v["us_per_run"] for k, v in ops.items() if k in GEMM_KINDS)
+    run_us = med(model_runs[3:])
+    return {"model_run_us": run_us, "kernel_us": kernel / total_runs, "gemm_us": gemm_us, "outside_kernels_us": run_us - kernel / total_runs, "ops": ops}
+
+
+# ------------------------------------------------------------------ subprocess children
+
+_COLD_KINEMA = r"""
+import json, sys, time
+t_import = time.time()
+from kinema.runtime import Cancelled, Pipeline
+pipe = Pipeline.from_bundle(sys.argv[1])
+if sys.argv[2] == "cache":
+    from kinema.runtime import cache, sessions
+    real = sessions.open_session
+    def cached(path, provider="cpu", threads=None):
+        name = next(n for n in pipe.bundle.components if pipe.bundle.component_path(n) == path)
+        return real(path, provider, threads, graph_sha256=pipe.bundle.components[name]["sha256"], cache_dir=cache.cache_root())
+    import kinema.runtime.pipeline as pl
+    pl.open_session = cached
+def first(p):
+    print(json.dumps({"first_step": time.time(), "import": t_import}))
+    raise Cancelled("done")
+try:
+    pipe.generate(sys.argv[3], callback=first)
+except Cancelled:
+    pass
+"""
+
+_COLD_TORCH = r"""
+import json, sys, time
+import torch
+from kinema.export.tiny import load_tiny
+from kinema.models.text_encoder import load_tokenizer
+torch.set_num_threads(int(sys.argv[1]))
+dit, vae, te = load_tiny()
+tok = load_tokenizer()
+enc = tok.encode_batch([sys.argv[2], ""])
+ids = torch.tensor([e.ids for e in enc]); mask = torch.tensor([e.attention_mask for e in enc])
+with torch.no_grad():
+    text = te(ids, mask)
+    x = torch.randn(2, 8, 5, 8, 8)
+    dit(x, torch.full((2,), 1.0), text, mask, torch.zeros_like(x), torch.zeros(2, 1, 5, 1, 1))
+print(json.dumps({"first_step": time.time()}))
+"""
+
+_RSS_COMMON = r"""
+import json, sys, time
+def reset():
+    with open("/proc/self/clear_refs", "w") as f:
+        f.write("5")
+def hwm():
+    for line in open("/proc/self/status"):
+        if line.startswith("VmHWM"):
+            return int(line.split()[1]) / 1024
+out = {}
+"""
+
+_RSS_KINEMA = _RSS_COMMON + r"""
+from kinema.runtime import Pipeline
+import numpy as np
+pipe = Pipeline.from_bundle(sys.argv[1])
+st = pipe.check_inputs(sys.argv[2])
+reset(); text = pipe.encode_text([st.prompt, st.negative_prompt]); out["text_encode"] = hwm()
+from kinema.runtime import samplers
+reset()
+sig = pipe.sigmas(st)
+lat = samplers.SAMPLERS[st.sampler](pipe.denoiser(st, text), pipe.initial_noise(st), sig)
+out["denoise"] = hwm()
+reset(); frames = pipe.decode(lat); out["decode"] = hwm()
+print(json.dumps(out))
+"""
+
+_RSS_TORCH = _RSS_COMMON + r"""
+import torch
+from kinema.export.tiny import load_tiny
+from kinema.models.text_encoder import load_tokenizer
+from diffusers import FlowMatchEulerDiscreteScheduler
+torch.set_num_threads(int(sys.argv[1]))
+dtype = torch.bfloat16 if sys.argv[3] == "bf16" else None
+dit, vae, te = load_tiny()
+tok = load_tokenizer()
+with torch.no_grad():
+    reset()
+    enc = tok.encode_batch([sys.argv[2], ""])
+    ids = torch.tensor([e.ids for e in enc]); mask = torch.tensor([e.attention_mask for e in enc])
+    text = te(ids, mask); out["text_encode"] = hwm()
+    reset()
+    x = torch.randn(1, 8, 5, 8, 8); sched = FlowMatchEulerDiscreteScheduler(shift=1.0); sched.set_timesteps(20)
+    for t in sched.timesteps:
+        with torch.autocast("cpu", dtype=dtype or torch.float32, enabled=dtype is not None):
+            v = dit(torch.cat([x, x]), (t / 1000).reshape(1).expand(2).float(), text, mask, torch.zeros(2, 8, 5, 8, 8), torch.zeros(2, 1, 5, 1, 1)).float()
+        x = sched.step(v[1:] + 5.0 * (v[:1] - v[1:]), t, x).prev_sample
+    out["denoise"] = hwm()
+    reset(); vae.decode(x); out["decode"] = hwm()
+print(json.dumps(out))
+"""
+
+
+def child(code: str, *args: str, env: dict | None = None) -> tuple[dict, float]:
+    """Run a child interpreter; (its last JSON line, wall time of its launch as time.time())."""
+    launch = time.time()
+    r = subprocess.run([sys.executable, "-c", code, *args], capture_output=True, text=True, env=env, timeout=900)
+    if r.returncode != 0:
+        raise RuntimeError(f"child failed ({r.returncode}): {r.stderr[-3000:]}")
+    line = [x for x in r.stdout.splitlines() if x.startswith("{")][-1]
+    return json.loads(line), launch
+
+
+# ------------------------------------------------------------------ the suite
+
+
+def run_suite(args) -> dict:
+    import onnxruntime as ort
+    import torch
+
+    from kinema.models.tiny_dit import DIT_SIZES
+    from kinema.runtime import Pipeline
+    from kinema.runtime.accel import Accel
+    from kinema.runtime.bundle import default_bundle_path
+
+    threads = os.cpu_count() or 1
+    t_start = time.perf_counter()
+    work = Path(tempfile.mkdtemp(prefix="kinema-perf-"))
+    src = Path(args.bundle) if args.bundle else default_bundle_path()
+    res: dict = {
+        "machine": {"cpu": _cpu_name(), "cores": threads, "python": platform.python_version(), "onnxruntime": ort.__version__, "torch": torch.__version__, "numpy": np.__version__},
+        "bundle": str(src),
+        "load_average_at_start": os.getloadavg(),
+    }
+    log("GEMM peak")
+    res["gemm_peak"] = gemm_peak(work)
+
+    bundles = make_bundles(src, work)
+    pipes = {k: Pipeline.from_bundle(p) for k, p in bundles.items()}
+    ref = pipes["fp32"]
+    st = ref.check_inputs(PROMPT)
+    res["bundle_sha256"] = ref.bundle.digest
+    res["settings"] = {k: getattr(st, k) for k in ("frames", "height", "width", "steps", "guidance", "shift", "sampler", "cfg_mode")}
+    tt = TorchTiny(threads)
+    text_len = ref.bundle.tokenizer["max_length"]
+
+    # ---- denoiser step: kinema (model callable the sampler sees) vs torch
+    with section("denoiser steps", res, args.out):
+        step_fns = {}
+        for k, p in pipes.items():
+            model = p.denoiser(st, p.encode_text([st.prompt, st.negative_prompt]))
+            x = p.initial_noise(st)
+            step_fns[f"kinema {k}"] = (lambda m=model, x=x: m(x, 0.5))
+        step_fns["torch eager fp32"] = tt.step_fn(None, st, text_len)
+        step_fns["torch eager bf16"] = tt.step_fn(torch.bfloat16, st, text_len)
+        steps = {k: [] for k in step_fns}
+        for fn in step_fns.values():
+            timed(fn, 0, warm=3)
+        for _ in range(args.step_rounds):
+            for k, fn in step_fns.items():
+                steps[k] += timed(fn, 3, warm=0)
+        res["denoiser_step_s"] = {k: med(v) for k, v in steps.items()}
+
+    # ---- end to end: kinema bundles vs torch, interleaved
+    with section("end to end", res, args.out):
+        gens = {f"kinema {k}": (lambda p=p: p.run(st)) for k, p in pipes.items()}
+        gens["torch eager fp32"] = lambda: tt.generate(None, st)
+        gens["torch eager bf16"] = lambda: tt.generate(torch.bfloat16, st)
+        e2e = {k: [] for k in gens}
+        for k, fn in gens.items():
+            if k.startswith("kinema"):  # torch's modules are warm from the step timing above
+                fn()
+        for r in range(args.rounds):
+            for k, fn in gens.items():
+                e2e[k] += timed(fn, 1, warm=0)
+        res["e2e_s"] = {k: med(v) for k, v in e2e.items()}
+        res["e2e_runs_s"] = e2e
+        base = res["e2e_s"]
+        best_int8 = min(("kinema int8", "kinema int8-fused"), key=lambda k: base[k])
+        res["must_show_e2e"] = {
+            "int8_variant": best_int8,
+            "speedup_vs_torch_fp32": base["torch eager fp32"] / base[best_int8],
+            "speedup_vs_torch_bf16": base["torch eager bf16"] / base[best_int8],
+            "plain_int8_vs_torch_fp32": base["torch eager fp32"] / base["kinema int8"],
+            "plain_int8_vs_torch_bf16": base["torch eager bf16"] / base["kinema int8"],
+        }
+
+    # ---- FLOPs and fraction of peak
+    with section("FLOPs, profiles", res, args.out):
+        cfg = DIT_SIZES["tiny"]
+        mdit = ref.bundle.manifest.get("model", {}).get("dit", {})
+        from dataclasses import replace
+
+        cfg = replace(cfg, **{k: (tuple(v) if k == "patch" else v) for k, v in mdit.items() if k in ("width", "depth", "heads", "patch")})
+        fl_dit = dit_flops(cfg, st.frames, st.height, st.width, 2, text_len)
+        fl_te = text_encoder_flops(2, text_len)
+        fl_dec = decoder_flops(st.frames, st.height, st.width)
+        with torch.no_grad():
+            from torch.utils.flop_counter import FlopCounterMode
+
+            with FlopCounterMode(display=False) as fc:
+                tt.step_fn(None, st, text_len)()
+            fl_dit["torch_flop_counter"] = int(fc.get_total_flops())
+        peak = res["gemm_peak"]
+        fp32_peak, int8_peak = peak["fp32"]["gflops"] * 1e9, peak["int8_u8s8"]["gflops"] * 1e9
+        graph_times = {}
+        feeds_text = None
+        for k in ("fp32", "int8", "int4", "fp32-fused", "int8-fused"):
+            p = pipes[k]
+            enc = p.tokenizer().encode_batch([st.prompt, st.negative_prompt])
+            feeds_text = {"input_ids": np.array([e.ids for e in enc], np.int64), "attention_mask": np.array([e.attention_mask for e in enc], np.int64)}
+            te_s = med(timed(lambda: p.session("text_encoder").run(None, feeds_text), 5))
+            den = p.session("denoiser")
+            feeds = denoiser_feeds(p, st)
+            den_s = med(timed(lambda: den.run(None, feeds), 10))
+            lat = np.random.default_rng(0).standard_normal(ref.latent_shape(st), dtype=np.float32)
+            dec_s = med(timed(lambda: p.decode(lat), 3))
+            pk = fp32_peak if k.startswith("fp32") else int8_peak
+            prec = "fp32" if k.startswith("fp32") else "int8 u8s8"
+            graph_times[k] = {
+                "text_encoder": {"seconds": te_s, "gemm_flops": fl_te["gemm"], "fraction_of_peak": fl_te["gemm"] / te_s / pk, "peak": prec},
+                "denoiser": {"seconds": den_s, "gemm_flops": fl_dit["gemm"], "total_flops": fl_dit["total"], "fraction_of_peak": fl_dit["gemm"] / den_s / pk, "peak": prec},
+                "decoder": {"seconds": dec_s, "flops": fl_dec["total"], "fraction_of_peak": fl_dec["total"] / dec_s / fp32_peak, "peak": "fp32 (decoder stays fp32)"},
+            }
+        # the same graphs at the largest clip the bundle allows: more tokens per GEMM
+        v = ref.bundle.video
+        st_big = ref.check_inputs(PROMPT, frames=v.max_frames, height=v.max_side, width=v.max_side)
+        fl_big = dit_flops(cfg, st_big.frames, st_big.height, st_big.width, 2, text_len)
+        big = {}
+        for k in ("fp32", "fp32-fused", "int8", "int8-fused"):
+            den = pipes[k].session("denoiser")
+            feeds = denoiser_feeds(pipes[k], st_big)
+            sec = med(timed(lambda: den.run(None, feeds), 3, warm=1))
+            pk = fp32_peak if k.startswith("fp32") else int8_peak
+            big[k] = {"seconds": sec, "tokens": fl_big["tokens"], "gemm_flops": fl_big["gemm"], "fraction_of_peak": fl_big["gemm"] / sec / pk}
+        res["denoiser_at_largest_clip"] = {"settings": {"frames": st_big.frames, "height": st_big.height, "width": st_big.width}, **big}
+        res["flops"] = {"denoiser": fl_dit, "text_encoder": fl_te, "decoder_stream": fl_dec}
+        res["graphs"] = graph_times
+        res["profiles"] = {}
+        for k in ("fp32", "int8-fused"):
+            s = open_variant(pipes[k].bundle.component_path("denoiser"), profile=str(work / f"prof_{k}"))
+            res["profiles"][k] = profile_summary(s, denoiser_feeds(pipes[k], st))
+
+    # ---- optimisations: session options on the denoiser graph (raw run), fp32 and int8
+    with section("session options", res, args.out):
+        opt = {}
+        for k in ("fp32", "int8"):
+            path = pipes[k].bundle.component_path("denoiser")
+            feeds = denoiser_feeds(pipes[k], st)
+            variants = {
+                "ORT_DISABLE_ALL": open_variant(path, level="ORT_DISABLE_ALL"),
+                "ORT_ENABLE_BASIC": open_variant(path, level="ORT_ENABLE_BASIC"),
+                "ORT_ENABLE_EXTENDED": open_variant(path, level="ORT_ENABLE_EXTENDED"),
+                "ORT_ENABLE_ALL (runtime default)": open_variant(path),
+                "1 thread": open_variant(path, threads=1),
+                f"{threads} threads": open_variant(path, threads=threads),
+                "no memory arena": open_variant(path, arena=False),
+                "no memory pattern": open_variant(path, mem_pattern=False),
+            }
+            fns = {n: (lambda s=s: s.run(None, feeds)) for n, s in variants.items()}
+            fns["IO binding"] = io_bound_run(variants["ORT_ENABLE_ALL (runtime default)"], feeds)
+            times = {n: [] for n in fns}
+            for fn in fns.values():
+                timed(fn, 0, warm=3)
+            for _ in range(args.step_rounds):
+                for n, fn in fns.items():
+                    times[n] += timed(fn, 3, warm=0)
+            opt[k] = {n: med(v) for n, v in times.items()}
+        res["session_options_denoiser_s"] = opt
+
+    # ---- guidance batched vs sequential (end to end, int8)
+    with section("guidance batched vs sequential", res, args.out):
+        p8 = pipes["int8"]
+        cfgm = {m: p8.check_inputs(PROMPT, cfg_mode=m) for m in ("batched", "sequential")}
+        cm_times = {m: [] for m in cfgm}
+        for _ in range(args.rounds):
+            for m, s in cfgm.items():
+                cm_times[m] += timed(lambda s=s: p8.run(s), 1, warm=0)
+        res["cfg_mode_e2e_s"] = {m: med(v) for m, v in cm_times.items()}
+
+    # ---- cold start: command start to first step, fresh processes
+    with section("cold start", res, args.out):
+        cold = {}
+        env = dict(os.environ)
+        with tempfile.TemporaryDirectory() as cache_dir:
+            env["KINEMA_CACHE_DIR"] = cache_dir
+            for k in ("fp32", "int8"):
+                for mode in ("nocache", "cache (first run, fills it)", "cache (warm)"):
+                    vals = []
+                    for _ in range(1 if mode.startswith("cache (first") else args.cold_runs):
+                        out, launch = child(_COLD_KINEMA, str(bundles[k]), "cache" if mode.startswith("cache") else "nocache", PROMPT, env=env)
+                        vals.append(out["first_step"] - launch)
+                    cold[f"kinema {k} {mode}"] = med(vals)
+        vals = []
+        for _ in range(args.cold_runs):
+            out, launch = child(_COLD_TORCH, str(threads), PROMPT)
+            vals.append(out["first_step"] - launch)
+        cold["torch eager fp32"] = med(vals)
+        res["cold_start_s"] = cold
+
+    # ---- peak RSS per stage
+    with section("peak RSS", res, args.out):
+        rss = {}
+        for k in ("fp32", "int8", "int4"):
+            rss[f"kinema {k}"], _ = child(_RSS_KINEMA, str(bundles[k]), PROMPT)
+        for prec in ("fp32", "bf16"):
+            rss[f"torch eager {prec}"], _ = child(_RSS_TORCH, str(threads), PROMPT, prec)
+        res["peak_rss_mib"] = rss
+
+    # ---- accelerations
+    with section("accelerations", res, args.out):
+        from kinema.models import shapes_bench as sb
+        from kinema.quantize.compare import compare_generators
+
+        rows = sb.load_prompts(Path(sb.__file__).resolve().parent / "data" / "shapes_prompts.jsonl")[: args.prompts]
+        accels = {
+            "teacache 0.1": Accel(teacache=0.1),
+            "teacache 0.2": Accel(teacache=0.2),
+            "cfg cache 3": Accel(cfg_cache=3),
+            "leap 0.99": Accel(leap=0.99),
+            "teacache 0.1 + cfg cache 3": Accel(teacache=0.1, cfg_cache=3),
+        }
+        ap = pipes[args.accel_bundle]
+        cmp = compare_generators(
+            lambda prompt, seed: ap.generate(prompt, seed=seed).frames,
+            {n: (lambda prompt, seed, a=a: ap.generate(prompt, seed=seed, accel=a).frames) for n, a in accels.items()},
+            [r["prompt"] for r in rows],
+            rows=rows,
+            seeds=(0,),
+        )
+        ref_s = cmp["reference"]["seconds_per_video"]
+        res["accelerations"] = {
+            "bundle": args.accel_bundle,
+            "prompts": len(rows),
+            "reference": cmp["reference"],
+            "candidates": {n: {**c, "speedup": ref_s / c["seconds_per_video"], "settings": accels[n].metadata()} for n, c in cmp["candidates"].items()},
+        }
+    res["suite_seconds"] = time.perf_counter() - t_start
+    res["load_average_at_end"] = os.getloadavg()
+    return res
+
+
+def _cpu_name() -> str:
+    try:
+        for line in open("/proc/cpuinfo"):
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor()
+
+
+# ------------------------------------------------------------------ report
+
+
+def markdown(res: dict) -> str:
+    g = res["gemm_peak"]
+    m = res["machine"]
+    L = [
+        f"Machine: {m['cpu']}, {m['cores']} cores; onnxruntime {m['onnxruntime']}, torch {m['torch']}. Bundle {Path(res['bundle']).name} ({res['bundle_sha256'][:12]}), "
+        f"default clip {res['settings']['frames']} frames {res['settings']['width']}x{res['settings']['height']}, {res['settings']['steps']} steps, guidance {res['settings']['guidance']:g}. "
+        f"Suite run time {res['suite_seconds'] / 60:.1f} min; 1-minute load average {res['load_average_at_start'][0]:.1f} at its start, {res['load_average_at_end'][0]:.1f} at its end "
+        "(other jobs shared the cores: absolute times are inflated, ratios come from interleaved rounds).",
+        "",
+        f"GEMM peak ({GEMM_N}^3, ONNX Runtime): MatMul fp32 {g['fp32']['gflops']:.0f} GFLOP/s, MatMulInteger u8xs8 {g['int8_u8s8']['gflops']:.0f} GOP/s.",
+        "",
+        "| engine | denoiser step (guided batch of 2) | end to end | vs torch fp32 | vs torch bf16 |",
+        "|---|---:|---:|---:|---:|",
+    ]
+    try:
+        e, s = res["e2e_s"], res["denoiser_step_s"]
+        for k in e:
+            L.append(f"| {k} | {s[k] * 1e3:.1f} ms | {e[k]:.2f} s | {e['torch eager fp32'] / e[k]:.2f}x | {e['torch eager bf16'] / e[k]:.2f}x |")
+        ms = res["must_show_e2e"]
+        L += ["", f"int8 end to end ({ms['int8_variant']}): {ms['speedup_vs_torch_fp32']:.2f}x faster than PyTorch eager fp32, {ms['speedup_vs_torch_bf16']:.2f}x faster than PyTorch bf16 autocast (plain int8: {ms['plain_int8_vs_torch_fp32']:.2f}x, {ms['plain_int8_vs_torch_bf16']:.2f}x).", ""]
+    except (KeyError, TypeError) as e:  # a section that failed or was not run
+        L += ["", f"(missing: {e!r}; see the JSON's errors)"]
+    try:
+        fd = res["flops"]["denoiser"]
+        L += [
+            f"FLOPs per call at the default clip (guided batch of 2, {fd['tokens']} tokens per sample): denoiser {fd['gemm'] / 1e9:.3f} GFLOP in weight products, {fd['total'] / 1e9:.3f} with attention "
+            f"(torch FlopCounterMode: {fd['torch_flop_counter'] / 1e9:.3f}); text encoder {res['flops']['text_encoder']['gemm'] / 1e9:.3f}; streaming decoder {res['flops']['decoder_stream']['total'] / 1e9:.3f} (whole clip).",
+            "",
+            "| bundle | graph | time | GFLOP/s | fraction of GEMM peak (precision) |",
+            "|---|---|---:|---:|---:|",
+        ]
+        for k, gs in res["graphs"].items():
+            for name, v in gs.items():
+                fl = v.get("gemm_flops", v.get("flops"))
+                L.append(f"| {k} | {name} | {v['seconds'] * 1e3:.1f} ms | {fl / v['seconds'] / 1e9:.1f} | {100 * v['fraction_of_peak']:.1f}% ({v['peak']}) |")
+    except (KeyError, TypeError) as e:  # a section that failed or was not run
+        L += ["", f"(missing: {e!r}; see the JSON's errors)"]
+    try:
+        big = res["denoiser_at_largest_clip"]
+        bs = big["settings"]
+        L += ["", f"Denoiser at the largest clip ({bs['frames']} frames {bs['width']}x{bs['height']}, {big['fp32']['tokens']} tokens per sample, guided batch of 2): "
+              + ", ".join(f"{k} {v['seconds'] * 1e3:.0f} ms = {100 * v['fraction_of_peak']:.0f}% of peak" for k, v in big.items() if k != "settings") + "."]
+    except (KeyError, TypeError) as e:  # a section that failed or was not run
+        L += ["", f"(missing: {e!r}; see the JSON's errors)"]
+    try:
+        for k, prof in res["profiles"].items():
+            L += ["", f"ORT profile of the {k} denoiser, one call: {prof['model_run_us'] / 1e3:.1f} ms, of which kernels {prof['kernel_us'] / 1e3:.1f} ms, GEMM-type kernels {prof['gemm_us'] / 1e3:.1f} ms; top op types:", "", "| op type | nodes | ms per call | share of kernel time |", "|---|---:|---:|---:|"]
+            for op, v in list(prof["ops"].items())[:12]:
+                L.append(f"| {op} | {v['nodes']} | {v['us_per_run'] / 1e3:.2f} | {100 * v['share']:.1f}% |")
+    except (KeyError, TypeError) as e:  # a section that failed or was not run
+        L += ["", f"(missing: {e!r}; see the JSON's errors)"]
+    try:
+        L += ["", "Session options, denoiser graph alone (one guided call, median):", "", "| setting | fp32 | int8 |", "|---|---:|---:|"]
+        so = res["session_options_denoiser_s"]
+        for n in so["fp32"]:
+            L.append(f"| {n} | {so['fp32'][n] * 1e3:.1f} ms | {so['int8'][n] * 1e3:.1f} ms |")
+    except (KeyError, TypeError) as e:  # a section that failed or was not run
+        L += ["", f"(missing: {e!r}; see the JSON's errors)"]
+    try:
+        cm = res["cfg_mode_e2e_s"]
+        L += ["", f"Guidance, int8 end to end: batched {cm['batched']:.2f} s, sequential {cm['sequential']:.2f} s.", "", "Cold start (command start to the first step's callback, fresh process):", "", "| run | seconds |", "|---|---:|"]
+        for k, v in res["cold_start_s"].items():
+            L.append(f"| {k} | {v:.2f} |")
+    except (KeyError, TypeError) as e:  # a section that failed or was not run
+        L += ["", f"(missing: {e!r}; see the JSON's errors)"]
+    try:
+        L += ["", "Peak RSS per stage (VmHWM, reset at each stage's start; includes what earlier stages left resident):", "", "| engine | text encode | denoise | decode |", "|---|---:|---:|---:|"]
+        for k, v in res["peak_rss_mib"].items():
+            L.append(f"| {k} | {v['text_encode']:.0f} MiB | {v['denoise']:.0f} MiB | {v['decode']:.0f} MiB |")
+    except (KeyError, TypeError) as e:  # a section that failed or was not run
+        L += ["", f"(missing: {e!r}; see the JSON's errors)"]
+    try:
+        a = res["accelerations"]
+        r = a["reference"]
+        L += [
+            "",
+            f"Step-skipping accelerations ({a['bundle']} bundle, {a['prompts']} ShapesBench prompts, seed 0; plain: {r['seconds_per_video']:.2f} s per video, adherence {r['adherence']:.3f}):",
+            "",
+            "| acceleration | speed-up | video PSNR vs plain | SSIM | adherence (plain {:.3f}) |".format(r["adherence"]),
+            "|---|---:|---:|---:|---:|",
+        ]
+        for n, c in a["candidates"].items():
+            psnr = "identical" if c["psnr_db"] is None else f"{c['psnr_db']:.1f} dB"
+            L.append(f"| {n} | {c['speedup']:.2f}x | {psnr} | {c['ssim']:.3f} | {c['adherence']:.3f} ({c['adherence'] - r['adherence']:+.3f}) |")
+    except (KeyError, TypeError) as e:  # a section that failed or was not run
+        L += ["", f"(missing: {e!r}; see the JSON's errors)"]
+    return "\n".join(L) + "\n"
+
+
+def main(argv=None):
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--bundle", default=None, help="fp32 bundle (default: the built-in one)")
+    ap.add_argument("--out", type=Path, default=Path("benchmarks/results"))
+    ap.add_argument("--rounds", type=int, default=3, help="end-to-end rounds (median)")
+    ap.add_argument("--step-rounds", type=int, default=5, help="denoiser-step rounds of 3 calls (median)")
+    ap.add_argument("--cold-runs", type=int, default=3)
+    ap.add_argument("--prompts", type=int, default=20, help="ShapesBench prompts for the accelerations")
+    ap.add_argument("--accel-bundle", default="fp32", choices=["fp32", "int8", "int4", "fp32-fused", "int8-fused"])
+    args = ap.parse_args(argv)
+    res = run_suite(args)
+    args.out.mkdir(parents=True, exist_ok=True)
+    (args.out / "perf_suite.json").write_text(json.dumps(res, indent=1, default=float) + "\n")
+    md = markdown(res)
+    (args.out / "perf_suite.md").write_text(md)
+    (args.out / "perf_suite.partial.json").unlink(missing_ok=True)
+    print(md)
+
+
+if __name__ == "__main__":
+    main()
