@@ -29,7 +29,8 @@ from kinema.runtime.onnx_scan import external_data_locations
 from kinema.runtime.pipeline import Pipeline
 from kinema.runtime.sessions import open_session
 
-from .recipes import BundleRecipe, DynamicInt8, Float16, KeepFloat, Recipe, WeightOnly, float_nodes, preset
+from .calibration import calibration_prompts, data_reader, record_inputs
+from .recipes import BundleRecipe, DynamicInt8, Float16, KeepFloat, Mixed, Recipe, StaticInt8, WeightOnly, float_nodes, preset
 
 # Fixed probe inputs for the SQNR measurements: captions in the style of the tiny
 # family's procedural world, and the empty negative prompt the sampler pairs them with.
@@ -51,6 +52,8 @@ class ComponentPlan:
 
     recipe: Recipe
     float_nodes: tuple[str, ...]
+    weight_only_nodes: tuple[str, ...] = ()  # Mixed: the nodes its weight-only groups select
+    dynamic_nodes: tuple[str, ...] = ()  # Mixed: the nodes its dynamic int8 groups select
 
 
 # ---------------------------------------------------------------------- node groups
@@ -98,10 +101,16 @@ def plan(src: Bundle, recipe: BundleRecipe) -> dict[str, ComponentPlan]:
     for name, entry in src.components.items():
         r = recipe.for_component(name)
         keep: tuple[str, ...] = ()
-        if float_nodes(r):
+        groups: dict[str, tuple[str, ...]] = {}
+        if float_nodes(r) or isinstance(r, Mixed):
             graph = onnx.load(str(src.component_path(name)), load_external_data=False).graph
             keep = resolve_nodes(graph, float_nodes(r), entry["file"])
-        plans[name] = ComponentPlan(r, keep)
+            if isinstance(r, Mixed):
+                groups = {
+                    "weight_only_nodes": resolve_nodes(graph, r.weight_only_groups, entry["file"]),
+                    "dynamic_nodes": resolve_nodes(graph, r.dynamic_groups, entry["file"]),
+                }
+        plans[name] = ComponentPlan(r, keep, **groups)
     return plans
 
 
@@ -129,7 +138,63 @@ def _dynamic_exclusions(graph, r: DynamicInt8, keep: tuple[str, ...]) -> list[st
     out is excluded by name.
     """
     names = set(keep) | {n.name for n in graph.node if n.op_type in ("MatMul", "Gemm") and n.op_type not in r.op_types}
+    return _with_matmul_names(names, graph)
+
+
+def gemms_as_matmuls(model) -> int:
+    """Rewrite each Gemm with a constant weight as MatMul (+ Add for a bias), in place; returns how many.
+
+    MatMulNBits only replaces MatMul, so Linears the exporter wrote as Gemm (2-D inputs:
+    adaLN modulation, the timestep MLP) would stay fp32 under a weight-only recipe. The
+    new nodes are named `<gemm>_MatMul` / `<gemm>_Add`, as ORT's own rewrite names them,
+    and keep the Gemm's module-scope metadata so recipe groups still select them. A Gemm
+    with alpha/beta != 1, transA, or a computed weight is left as it is.
+    """
+    from onnx import helper, numpy_helper
+
+    g = model.graph
+    inits = {i.name: i for i in g.initializer}
+    out, n_done = [], 0
+    for node in g.node:
+        attrs = {a.name: helper.get_attribute_value(a) for a in node.attribute}
+        if (
+            node.op_type != "Gemm"
+            or node.input[1] not in inits
+            or attrs.get("transA", 0)
+            or attrs.get("alpha", 1.0) != 1.0
+            or attrs.get("beta", 1.0) != 1.0
+        ):
+            out.append(node)
+            continue
+        w = node.input[1]
+        if attrs.get("transB", 0):
+            t = numpy_helper.to_array(inits[w]).T.copy()  # (in, out) for MatMul
+            w = f"{w}_transposed"
+            if w not in inits:
+                inits[w] = numpy_helper.from_array(t, w)
+                g.initializer.append(inits[w])
+        has_bias = len(node.input) > 2 and node.input[2]
+        mm_out = f"{node.output[0]}_matmul" if has_bias else node.output[0]
+        new = [helper.make_node("MatMul", [node.input[0], w], [mm_out], name=f"{node.name}_MatMul")]
+        if has_bias:
+            new.append(helper.make_node("Add", [mm_out, node.input[2]], [node.output[0]], name=f"{node.name}_Add"))
+        for n in new:
+            n.metadata_props.extend(node.metadata_props)
+        out.extend(new)
+        n_done += 1
+    del g.node[:]
+    g.node.extend(out)
+    used = {i for n in g.node for i in n.input}
+    keep = [i for i in g.initializer if i.name in used or i.name in {o.name for o in g.output}]
+    del g.initializer[:]
+    g.initializer.extend(keep)
+    return n_done
+
+
+def _with_matmul_names(names, graph) -> list[str]:
+    """Node names to exclude, each Gemm also under the `<name>_MatMul` a Gemm -> MatMul rewrite gives it."""
     gemms = {n.name for n in graph.node if n.op_type == "Gemm"}
+    names = set(names)
     return sorted(names | {f"{n}_MatMul" for n in names & gemms})
 
 
@@ -165,15 +230,51 @@ def _quiet_ort_tools():
         root.removeFilter(drop)
 
 
-def apply_recipe(p: ComponentPlan, src: Path, dst: Path, *, external_data: bool) -> None:
-    """Write `src` quantized by the plan's recipe to `dst` (ONNX Runtime's tools do the work)."""
+def apply_recipe(p: ComponentPlan, src: Path, dst: Path, *, external_data: bool, calibration: list[dict] | None = None) -> None:
+    """Write `src` quantized by the plan's recipe to `dst` (ONNX Runtime's tools do the work).
+
+    A StaticInt8 recipe needs `calibration`: the graph's feeds recorded from sampling runs.
+    """
     with _quiet_ort_tools():
-        _apply(p, src, dst, external_data)
+        _apply(p, src, dst, external_data, calibration)
 
 
-def _apply(p: ComponentPlan, src: Path, dst: Path, external_data: bool) -> None:
+def _apply(p: ComponentPlan, src: Path, dst: Path, external_data: bool, calibration: list[dict] | None) -> None:
     r = p.recipe
     dst.parent.mkdir(parents=True, exist_ok=True)
+    if isinstance(r, StaticInt8):
+        import onnx
+        from onnxruntime.quantization import CalibrationMethod, QuantFormat, QuantType, quantize_static
+
+        if not calibration:
+            raise ValueError("apply_recipe: StaticInt8 needs recorded calibration feeds")
+        model = onnx.load(str(src))
+        graph = model.graph
+        names = [i.name for i in graph.input]
+        inits = {i.name for i in graph.initializer}
+        # ORT's QDQ quantizer does not honour MatMulConstBOnly: activation x activation MatMuls
+        # (attention scores and values) are excluded by name, so only weighted nodes get Q/DQ
+        excluded = (
+            set(p.float_nodes)
+            | {n.name for n in graph.node if n.op_type in StaticInt8.OP_TYPES and n.op_type not in r.op_types}
+            | {n.name for n in graph.node if n.op_type in ("MatMul", "Gemm") and n.input[1] not in inits}
+        )
+        method = {"minmax": CalibrationMethod.MinMax, "entropy": CalibrationMethod.Entropy, "percentile": CalibrationMethod.Percentile}[r.method]
+        quantize_static(
+            model,
+            dst,
+            data_reader(calibration, names),
+            quant_format=QuantFormat.QDQ,
+            op_types_to_quantize=list(r.op_types),
+            per_channel=r.per_channel,
+            activation_type=QuantType.QUInt8,  # uint8 x int8: the VNNI path (see DynamicInt8)
+            weight_type=QuantType.QInt8,
+            nodes_to_exclude=sorted(excluded),
+            use_external_data_format=external_data,
+            calibrate_method=method,
+            extra_options={"MatMulConstBOnly": True},  # honoured by the QOperator path; see `excluded`
+        )
+        return
     if isinstance(r, DynamicInt8):
         import onnx
         from onnxruntime.quantization import QuantType, quantize_dynamic
@@ -193,16 +294,23 @@ def _apply(p: ComponentPlan, src: Path, dst: Path, external_data: bool) -> None:
         import onnx
         from onnxruntime.quantization.matmul_nbits_quantizer import MatMulNBitsQuantizer
 
+        model = onnx.load(str(src))
+        keep = list(p.float_nodes)
+        if r.gemm_as_matmul:
+            keep = _with_matmul_names(keep, model.graph)
+            gemms_as_matmuls(model)
         q = MatMulNBitsQuantizer(
-            onnx.load(str(src)),
+            model,
             bits=r.bits,
             block_size=r.block_size,
             is_symmetric=r.symmetric,
             accuracy_level=r.accuracy_level,
-            nodes_to_exclude=list(p.float_nodes),
+            nodes_to_exclude=keep,
         )
         q.process()
         q.model.save_model_to_file(str(dst), use_external_data_format=external_data)
+    elif isinstance(r, Mixed):
+        _apply_mixed(p, src, dst, external_data)
     elif isinstance(r, Float16):
         import onnx
         from onnxruntime.transformers.float16 import DEFAULT_OP_BLOCK_LIST, convert_float_to_float16
@@ -216,6 +324,48 @@ def _apply(p: ComponentPlan, src: Path, dst: Path, external_data: bool) -> None:
         onnx.save(model, str(dst), save_as_external_data=external_data, location=f"{dst.name}.data")
     else:
         raise TypeError(f"apply_recipe: {type(r).__name__} writes no graph")
+
+
+def _apply_mixed(p: ComponentPlan, src: Path, dst: Path, external_data: bool) -> None:
+    """Weight-only groups through MatMulNBits, then dynamic groups through quantize_dynamic; the rest stays fp32."""
+    import onnx
+    from onnxruntime.quantization import QuantType, quantize_dynamic
+    from onnxruntime.quantization.matmul_nbits_quantizer import MatMulNBitsQuantizer
+
+    r: Mixed = p.recipe
+    model = onnx.load(str(src))
+    g = model.graph
+    inits = {i.name for i in g.initializer}
+    weighted = {n.name for n in g.node if n.op_type in ("MatMul", "Gemm") and n.input[1] in inits}
+    gemms = {n.name for n in g.node if n.op_type == "Gemm"}
+    keep = set(p.float_nodes)
+
+    def selected(names) -> set[str]:  # weighted nodes of a group, under their names after the Gemm rewrite
+        return {f"{n}_MatMul" if n in gemms else n for n in (set(names) & weighted) - keep}
+
+    w4, w8 = selected(p.weight_only_nodes), selected(p.dynamic_nodes)
+    gemms_as_matmuls(model)
+    matmuls = {n.name for n in g.node if n.op_type == "MatMul"}
+    if w4:
+        wo = r.weight_only
+        q = MatMulNBitsQuantizer(
+            model, bits=wo.bits, block_size=wo.block_size, is_symmetric=wo.symmetric, accuracy_level=wo.accuracy_level, nodes_to_exclude=sorted(matmuls - w4)
+        )
+        q.process()
+        model = q.model.model
+    if w8:
+        quantize_dynamic(
+            model,
+            dst,
+            op_types_to_quantize=["MatMul"],
+            per_channel=r.dynamic.per_channel,
+            reduce_range=r.dynamic.reduce_range,
+            weight_type=QuantType.QInt8,
+            nodes_to_exclude=sorted(matmuls - w8),
+            use_external_data_format=external_data,
+        )
+    else:
+        onnx.save(model, str(dst), save_as_external_data=external_data, location=f"{dst.name}.data")
 
 
 def _entry(stage: Path, src_entry: dict, recipe: Recipe) -> dict:
@@ -339,10 +489,11 @@ def _graph_bytes(entry: dict) -> int:
 # ---------------------------------------------------------------------- the bundle
 
 
-def quantize_bundle(src_dir, out_dir, recipe: BundleRecipe | str, overwrite: bool = False) -> Path:
+def quantize_bundle(src_dir, out_dir, recipe: BundleRecipe | str, overwrite: bool = False, record: dict | None = None) -> Path:
     """Write a quantized copy of the bundle at `src_dir` to `out_dir`; returns the new bundle's path.
 
-    `recipe` is a BundleRecipe or a preset name (fp32, fp16, int8, int4). Raises InputError
+    `recipe` is a BundleRecipe or a preset name (see recipes.PRESETS); `record` adds keys to
+    the manifest's "quantization" (the search's measurements). Raises InputError
     for a bad recipe or output path, BundleError for a bad source, before writing anything.
     """
     out = check_output(Path(out_dir), overwrite=overwrite)
@@ -358,12 +509,15 @@ def quantize_bundle(src_dir, out_dir, recipe: BundleRecipe | str, overwrite: boo
 
     def build(stage: Path) -> dict:
         comps, changed = {}, []
+        calibration = _calibration(src, plans)
         for name, p in plans.items():
             entry = src.components[name]
             if isinstance(p.recipe, KeepFloat):
                 _copy_graph(src.path, entry["file"], stage)
             else:
-                apply_recipe(p, src.component_path(name), stage / entry["file"], external_data=bool(entry.get("external_data")))
+                apply_recipe(
+                    p, src.component_path(name), stage / entry["file"], external_data=bool(entry.get("external_data")), calibration=calibration.get(name)
+                )
                 changed.append(name)
             comps[name] = _entry(stage, entry, p.recipe)
         measured = measure(src, stage, changed)
@@ -386,10 +540,20 @@ def quantize_bundle(src_dir, out_dir, recipe: BundleRecipe | str, overwrite: boo
                 "source_bundle_sha256": src.digest,
                 "tool": _tool_versions(),
                 "measured": measured,
+                **(record or {}),
             },
         }
 
     return write_bundle(out, build, overwrite=overwrite)
+
+
+def _calibration(src: Bundle, plans: dict[str, ComponentPlan]) -> dict[str, list[dict]]:
+    """Feeds recorded while the source bundle generates, for each component with a StaticInt8 recipe."""
+    static = {n: p.recipe for n, p in plans.items() if isinstance(p.recipe, StaticInt8)}
+    if not static:
+        return {}
+    n = max(r.calibration_prompts for r in static.values())
+    return record_inputs(Pipeline(src), calibration_prompts(src.family, n), components=list(static))
 
 
 def _tool_versions() -> str:
@@ -399,4 +563,4 @@ def _tool_versions() -> str:
     return f"onnxruntime {onnxruntime.__version__}, onnx {onnx.__version__}"
 
 
-__all__ = ["PROBE_PROMPTS", "ComponentPlan", "apply_recipe", "measure", "plan", "quantize_bundle", "resolve_nodes"]
+__all__ = ["PROBE_PROMPTS", "ComponentPlan", "apply_recipe", "gemms_as_matmuls", "measure", "plan", "quantize_bundle", "resolve_nodes"]

@@ -13,7 +13,7 @@ This module imports neither onnx nor onnxruntime: the CLI reads the preset names
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field, fields
 from types import MappingProxyType
 from typing import ClassVar, Union
 
@@ -70,18 +70,59 @@ class DynamicInt8:
 
 
 @dataclass(frozen=True)
+class StaticInt8:
+    """Static int8 QDQ (ORT quantize_static): activation ranges calibrated on inputs recorded from real sampling runs.
+
+    The calibration inputs are what the component really sees while the source bundle
+    generates `calibration_prompts` prompts: for the denoiser every step of the schedule
+    and both guidance branches (quantize/calibration.py). uint8 activations and int8
+    per-channel weights, as for DynamicInt8 (the VNNI fast path). Only MatMul/Gemm with a
+    constant weight get Q/DQ pairs (MatMulConstBOnly): attention's activation x activation
+    products stay float.
+    """
+
+    per_channel: bool = True
+    method: str = "minmax"
+    calibration_prompts: int = 4
+    op_types: tuple[str, ...] = ("MatMul", "Gemm")
+    nodes_to_exclude: tuple[str, ...] = ()
+
+    precision: ClassVar[str] = "int8-static"
+    METHODS: ClassVar[tuple[str, ...]] = ("minmax", "entropy", "percentile")
+    OP_TYPES: ClassVar[tuple[str, ...]] = ("MatMul", "Gemm", "Conv")
+
+    def __post_init__(self):
+        _bool(self.per_channel, "StaticInt8.per_channel")
+        if self.method not in self.METHODS:
+            raise InputError(f"StaticInt8.method={self.method!r} must be one of {', '.join(self.METHODS)}")
+        n = self.calibration_prompts
+        if not isinstance(n, int) or isinstance(n, bool) or not 1 <= n <= 256:
+            raise InputError(f"StaticInt8.calibration_prompts={n!r} must be a whole number from 1 to 256")
+        ops = _names(self.op_types, "StaticInt8.op_types")
+        bad = [o for o in ops if o not in self.OP_TYPES]
+        if bad or not ops:
+            raise InputError(f"StaticInt8.op_types {ops!r}: choose from {', '.join(self.OP_TYPES)}")
+        object.__setattr__(self, "op_types", ops)
+        object.__setattr__(self, "nodes_to_exclude", _names(self.nodes_to_exclude, "StaticInt8.nodes_to_exclude"))
+
+
+@dataclass(frozen=True)
 class WeightOnly:
     """Weight-only blockwise int4/int8 (ORT MatMulNBits): weights stored in `bits`, activations stay float.
 
     Cuts memory and file size; at small sizes it gave no speed-up on this project's CPU.
     accuracy_level 4 lets the CPU kernel quantize activations to int8 per block for its
-    integer path; None leaves ORT's default (fp32 compute).
+    integer path; None leaves ORT's default (fp32 compute). MatMulNBits only takes MatMul:
+    with `gemm_as_matmul` the Linears the exporter wrote as Gemm (adaLN modulation, the
+    timestep MLP) are first rewritten as MatMul + Add, so they are quantized too unless
+    a float group keeps them.
     """
 
     bits: int = 4
     block_size: int = 32
     symmetric: bool = True
     accuracy_level: int | None = 4
+    gemm_as_matmul: bool = True
     nodes_to_exclude: tuple[str, ...] = ()
 
     BITS: ClassVar[tuple[int, ...]] = (4, 8)
@@ -98,6 +139,7 @@ class WeightOnly:
         if not isinstance(bs, int) or isinstance(bs, bool) or bs < 16 or bs > 256 or bs & (bs - 1):
             raise InputError(f"WeightOnly.block_size={bs!r} must be a power of two from 16 to 256 (MatMulNBits)")
         _bool(self.symmetric, "WeightOnly.symmetric")
+        _bool(self.gemm_as_matmul, "WeightOnly.gemm_as_matmul")
         if self.accuracy_level not in self.ACCURACY_LEVELS or isinstance(self.accuracy_level, bool):
             raise InputError(f"WeightOnly.accuracy_level={self.accuracy_level!r} must be None or 0-4 (4: int8 compute)")
         object.__setattr__(self, "nodes_to_exclude", _names(self.nodes_to_exclude, "WeightOnly.nodes_to_exclude"))
@@ -111,10 +153,13 @@ class Float16:
     float32), with Casts at the edges. `op_block_list` is added to ORT's own default list.
     Normalisation statistics (LayerNormalization; RMS/GroupNorm, which the exporter
     decomposes into Pow -> ReduceMean -> Sqrt) and Softmax overflow or lose their
-    precision in fp16, so they stay fp32 by default.
+    precision in fp16, so they stay fp32 by default; so do the sinusoids of the timestep
+    embedding and the rotary tables (Sin, Cos, Exp: fp16 phases are off by whole
+    radians at large arguments). A family's float groups (node_block_list) keep whole
+    modules such as the timestep MLP in fp32.
     """
 
-    op_block_list: tuple[str, ...] = ("LayerNormalization", "Softmax", "Pow", "ReduceMean", "Sqrt", "Reciprocal")
+    op_block_list: tuple[str, ...] = ("LayerNormalization", "Softmax", "Pow", "ReduceMean", "Sqrt", "Reciprocal", "Sin", "Cos", "Exp")
     node_block_list: tuple[str, ...] = ()
 
     precision: ClassVar[str] = "fp16"
@@ -124,8 +169,36 @@ class Float16:
         object.__setattr__(self, "node_block_list", _names(self.node_block_list, "Float16.node_block_list"))
 
 
-Recipe = Union[KeepFloat, DynamicInt8, WeightOnly, Float16]
-RECIPE_KINDS = (KeepFloat, DynamicInt8, WeightOnly, Float16)
+@dataclass(frozen=True)
+class Mixed:
+    """Per node group within one graph: weight-only for some groups, dynamic int8 for others, fp32 for the rest.
+
+    What the mixed-precision search writes (quantize/search.py). Groups are node names or
+    module scopes, as for nodes_to_exclude; `nodes_to_exclude` (a family's float groups)
+    wins over both lists. The weight-only groups are quantized first (MatMulNBits, Gemms
+    rewritten as MatMul), then the dynamic groups (MatMulInteger).
+    """
+
+    weight_only_groups: tuple[str, ...] = ()
+    dynamic_groups: tuple[str, ...] = ()
+    weight_only: WeightOnly = WeightOnly()
+    dynamic: DynamicInt8 = DynamicInt8()
+    nodes_to_exclude: tuple[str, ...] = ()
+
+    precision: ClassVar[str] = "mixed"
+
+    def __post_init__(self):
+        for name in ("weight_only_groups", "dynamic_groups", "nodes_to_exclude"):
+            object.__setattr__(self, name, _names(getattr(self, name), f"Mixed.{name}"))
+        both = set(self.weight_only_groups) & set(self.dynamic_groups)
+        if both:
+            raise InputError(f"Mixed: group(s) {', '.join(sorted(both))} are in both weight_only_groups and dynamic_groups")
+        if not isinstance(self.weight_only, WeightOnly) or not isinstance(self.dynamic, DynamicInt8):
+            raise InputError("Mixed.weight_only must be a WeightOnly and Mixed.dynamic a DynamicInt8")
+
+
+Recipe = Union[KeepFloat, DynamicInt8, StaticInt8, WeightOnly, Float16, Mixed]
+RECIPE_KINDS = (KeepFloat, DynamicInt8, StaticInt8, WeightOnly, Float16, Mixed)
 
 
 def float_nodes(recipe: Recipe) -> tuple[str, ...]:
@@ -135,9 +208,21 @@ def float_nodes(recipe: Recipe) -> tuple[str, ...]:
     return getattr(recipe, "nodes_to_exclude", ())
 
 
+def _jsonable(v):
+    if isinstance(v, tuple):
+        return list(v)
+    if isinstance(v, dict):
+        return {k: _jsonable(x) for k, x in v.items()}
+    return v
+
+
 def describe(recipe: Recipe) -> dict:
     """A component recipe as JSON for the manifest: its kind and every field."""
-    return {"kind": type(recipe).__name__, "precision": recipe.precision, **{k: list(v) if isinstance(v, tuple) else v for k, v in asdict(recipe).items()}}
+    out = {"kind": type(recipe).__name__, "precision": recipe.precision}
+    for f in fields(recipe):
+        k, v = f.name, getattr(recipe, f.name)
+        out[k] = describe(v) if isinstance(v, RECIPE_KINDS) else _jsonable(v)
+    return out
 
 
 @dataclass(frozen=True)
@@ -194,11 +279,11 @@ FLOAT_GROUPS = {
         text_encoder_int8=("wo",),
     ),
 }
-PRESETS = ("fp32", "fp16", "int8", "int4")
+PRESETS = ("fp32", "fp16", "int8", "int8-static", "int4")
 
 
 def preset(name: str, family: str) -> BundleRecipe:
-    """A named recipe for a model family: fp32 (copy), fp16, int8 (dynamic), int4 (weight-only)."""
+    """A named recipe for a model family: fp32 (copy), fp16, int8 (dynamic), int8-static (calibrated denoiser), int4 (weight-only)."""
     if name not in PRESETS:
         raise InputError(f"recipe {name!r} is unknown; choose one of {', '.join(PRESETS)}")
     if name == "fp32":
@@ -218,7 +303,44 @@ def preset(name: str, family: str) -> BundleRecipe:
             "int8",
             {"text_encoder": DynamicInt8(nodes_to_exclude=groups.text_encoder_int8), "denoiser": DynamicInt8(nodes_to_exclude=groups.denoiser)},
         )
+    if name == "int8-static":
+        # The text encoder runs once per video: its dynamic int8 costs nothing per step.
+        return BundleRecipe(
+            "int8-static",
+            {"text_encoder": DynamicInt8(nodes_to_exclude=groups.text_encoder_int8), "denoiser": StaticInt8(nodes_to_exclude=groups.denoiser)},
+        )
     return BundleRecipe("int4", {"text_encoder": WeightOnly(), "denoiser": WeightOnly(nodes_to_exclude=groups.denoiser)})
+
+
+def recipe_from_dict(data: object, where: str = "recipe") -> BundleRecipe:
+    """A BundleRecipe from the JSON that `BundleRecipe.describe` writes (a manifest's recorded recipe replays as is).
+
+    {"name": "mine", "components": {"denoiser": {"kind": "DynamicInt8", "nodes_to_exclude": ["ada"]}},
+     "default": {"kind": "KeepFloat"}}; "precision" keys are ignored, unknown fields are errors.
+    """
+    kinds = {k.__name__: k for k in RECIPE_KINDS}
+
+    def one(d: object, what: str) -> Recipe:
+        if not isinstance(d, dict) or d.get("kind") not in kinds:
+            raise InputError(f"{where}: {what} must be an object with \"kind\" one of {', '.join(kinds)}, not {d!r}"[:300])
+        cls = kinds[d["kind"]]
+        known = {f.name for f in fields(cls)}
+        args = {k: v for k, v in d.items() if k not in ("kind", "precision")}
+        extra = sorted(set(args) - known)
+        if extra:
+            raise InputError(f"{where}: {what} ({d['kind']}) has unknown field(s) {', '.join(extra)}; known: {', '.join(sorted(known)) or 'none'}")
+        return cls(**{k: one(v, f"{what}.{k}") if isinstance(v, dict) else tuple(v) if isinstance(v, list) else v for k, v in args.items()})
+
+    if not isinstance(data, dict) or not isinstance(data.get("name"), str):
+        raise InputError(f"{where}: expected an object with a \"name\" and \"components\"")
+    extra = sorted(set(data) - {"name", "components", "default"})
+    if extra:
+        raise InputError(f"{where}: unknown key(s) {', '.join(extra)}; a recipe has name, components, default")
+    comps = data.get("components", {})
+    if not isinstance(comps, dict):
+        raise InputError(f"{where}: \"components\" must map component names to recipes")
+    default = one(data["default"], "default") if "default" in data else KeepFloat()
+    return BundleRecipe(data["name"], {c: one(r, c) for c, r in comps.items()}, default=default)
 
 
 __all__ = [
@@ -228,8 +350,11 @@ __all__ = [
     "DynamicInt8",
     "Float16",
     "KeepFloat",
+    "Mixed",
     "PRESETS",
     "Recipe",
+    "StaticInt8",
+    "recipe_from_dict",
     "WeightOnly",
     "describe",
     "float_nodes",
