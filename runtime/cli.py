@@ -155,13 +155,17 @@ def _export_wan(args) -> int:
 
 
 def cmd_quantize(args) -> int:
-    from kinema.quantize.recipes import PRESETS  # plain dataclasses: no onnx
+    from kinema.quantize import commands  # plain dataclasses and checks: no onnx
 
     from .bundle import load_bundle
 
-    if args.recipe not in PRESETS:
-        raise KinemaError(f"recipe {args.recipe!r} is unknown; choose one of {', '.join(PRESETS)}")
-    load_bundle(args.bundle, verify_hashes=False)  # a missing or malformed bundle fails here, in one line
+    if (args.recipe is None) == (args.target_psnr is None):
+        raise KinemaError("give one of --recipe NAME|FILE.json and --target-psnr DB")
+    if args.recipe is not None:
+        commands.recipe_arg(args.recipe, None)  # an unknown name or a bad file fails before the bundle is read
+    else:
+        commands.check_target_psnr(args.target_psnr)
+    src = load_bundle(args.bundle, verify_hashes=False)  # a missing or malformed bundle fails here, in one line
     try:
         import onnx  # noqa: F401
         import onnxruntime.quantization  # noqa: F401
@@ -169,10 +173,13 @@ def cmd_quantize(args) -> int:
         from kinema.quantize.quantize_bundle import quantize_bundle
     except ImportError as e:
         raise KinemaError(f"quantize needs the torch side: pip install 'kinema[export]' ({e})") from None
-    out = quantize_bundle(args.bundle, args.output, args.recipe, overwrite=args.overwrite)
-    src, q = load_bundle(args.bundle, verify_hashes=False), load_bundle(out, verify_hashes=False)
+    if args.target_psnr is not None:
+        return commands.run_search(args)
+    recipe = commands.recipe_arg(args.recipe, src.family)
+    out = quantize_bundle(args.bundle, args.output, recipe, overwrite=args.overwrite)
+    q = load_bundle(out, verify_hashes=False)
     measured = q.manifest["quantization"]["measured"]
-    print(f"{q.name}  (recipe {args.recipe}, from {src.name})")
+    print(f"{q.name}  (recipe {recipe.name}, from {src.name})")
     for name, c in q.components.items():
         size = c["bytes"] + sum(e["bytes"] for e in c.get("external_data", []))
         line = f"  {name:<15} {c.get('precision', '?'):<18} {size / 2**20:8.1f} MiB"
@@ -182,6 +189,12 @@ def cmd_quantize(args) -> int:
         print(line)
     print(f"kinema: wrote bundle {out}", file=sys.stderr)
     return 0
+
+
+def cmd_compare(args) -> int:
+    from kinema.quantize.commands import run_compare  # runtime and NumPy only
+
+    return run_compare(args)
 
 
 def _check_json_out(path: str | None) -> Path | None:
@@ -430,10 +443,36 @@ def build_parser() -> argparse.ArgumentParser:
         "measure each changed graph's SQNR against the source, and write a new bundle.",
     )
     q.add_argument("bundle", help="source bundle folder (fp32)")
-    q.add_argument("--recipe", required=True, help="int8 (dynamic, uint8 activations), int4 (weight-only), fp16, or fp32 (a copy)")
+    q.add_argument("--recipe", default=None, help="int8 (dynamic, uint8 activations), int8-static (calibrated), int4 (weight-only), fp16, fp32 (a copy), or a recipe .json file")
+    q.add_argument("--target-psnr", type=float, default=None, metavar="DB", help="search the smallest mixed recipe whose video PSNR vs this bundle stays >= DB")
     q.add_argument("-o", "--output", required=True, help="bundle folder to write")
     q.add_argument("--overwrite", action="store_true", help="replace an existing bundle at --output")
+    q.add_argument("-q", "--quiet", action="store_true", help="no progress output")
     q.set_defaults(func=cmd_quantize)
+
+    c = sub.add_parser(
+        "compare",
+        help="compare bundles: accuracy per graph, per step and end to end; size, memory, speed; pictures",
+        description="Run every bundle on the same prompts, seeds and initial noise and write a report (JSON, Markdown, "
+        "PNG plots, contact sheet, side-by-side video, HTML) against the first bundle.",
+    )
+    c.add_argument("reference", help="reference bundle folder (usually fp32)")
+    c.add_argument("others", nargs="+", metavar="OTHER", help="bundle folders to compare with it")
+    c.add_argument("-o", "--output", required=True, help="report folder to write")
+    c.add_argument("--prompts", default=None, help="JSONL rows with a \"prompt\" (ShapesBench rows are scored) or one prompt per line (default: 8 ShapesBench rows for tiny)")
+    c.add_argument("--limit", type=int, default=None, help="only the first N prompts")
+    c.add_argument("--seeds", type=int, default=1, help="run seeds 0..N-1 per prompt (default: 1)")
+    c.add_argument("--detail-prompts", type=int, default=2, help="prompts whose every step and graph input is compared (default: 2)")
+    c.add_argument("--steps", type=int, default=None, help="sampling steps (default: bundle's)")
+    c.add_argument("--frames", type=int, default=None, help="frames per video (default: bundle's)")
+    c.add_argument("--width", type=int, default=None, help="width in pixels (default: bundle's)")
+    c.add_argument("--height", type=int, default=None, help="height in pixels (default: bundle's)")
+    c.add_argument("--guidance", "--cfg", dest="guidance", type=float, default=None, help="classifier-free guidance scale (default: bundle's)")
+    c.add_argument("--threads", type=int, default=None, help="CPU threads per graph (default: all cores)")
+    c.add_argument("--no-cost", action="store_true", help="skip the per-bundle load/memory/speed runs in fresh processes")
+    c.add_argument("--overwrite", action="store_true", help="replace an earlier report at --output")
+    c.add_argument("-q", "--quiet", action="store_true", help="no progress output")
+    c.set_defaults(func=cmd_compare)
 
     b = sub.add_parser("bench", help="score a bundle on a benchmark", description="Score a bundle (or the ground truth) on a benchmark.")
     bsub = b.add_subparsers(dest="benchmark", metavar="BENCHMARK", required=True, parser_class=_Parser)

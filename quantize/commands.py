@@ -1,0 +1,101 @@
+"""The bodies of `kinema compare` and of `kinema quantize`'s recipe-file and --target-psnr forms.
+
+runtime/cli.py parses the arguments and calls in here, so the CLI module stays small and
+imports nothing of the quantize side at its top. Every value is checked before a graph
+is opened; errors are KinemaError (one line, exit code 2).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import sys
+from pathlib import Path
+
+from kinema.runtime.errors import InputError
+
+
+def _say(quiet: bool):
+    def say(msg: str) -> None:
+        if not quiet:
+            print(f"kinema: {msg}", file=sys.stderr)
+
+    return say
+
+
+def generate_settings(args) -> dict:
+    """The generate settings given on the command line (only those given)."""
+    keys = ("steps", "frames", "height", "width", "guidance")
+    return {k: getattr(args, k) for k in keys if getattr(args, k, None) is not None}
+
+
+def run_compare(args) -> int:
+    from kinema.runtime.bundle import load_bundle
+
+    from .compare import CompareSettings, check_comparable, check_report_dir, compare_bundles, load_prompt_file, markdown_table, write_report
+
+    check_report_dir(args.output, args.overwrite)
+    if args.seeds < 1:
+        raise InputError(f"--seeds {args.seeds} must be at least 1 (seeds 0..N-1 are run)")
+    if args.limit is not None and args.limit < 1:
+        raise InputError(f"--limit {args.limit} must be at least 1")
+    if args.detail_prompts < 1:
+        raise InputError(f"--detail-prompts {args.detail_prompts} must be at least 1")
+    ref = load_bundle(args.reference, verify_hashes=False)  # a missing or malformed bundle fails here, in one line
+    others = [load_bundle(o, verify_hashes=False) for o in args.others]
+    seeds = tuple(range(args.seeds))
+    common = dict(seeds=seeds, detail_prompts=args.detail_prompts, generate=generate_settings(args))
+    if args.prompts:
+        prompts, rows = load_prompt_file(args.prompts, ref.family, args.limit)
+        settings = CompareSettings(prompts, rows, **common)
+    else:
+        settings = CompareSettings.default(ref.family, args.limit or 8, **common)
+    check_comparable(ref, others, settings)  # family, latent geometry and shape, settings: before any graph runs
+    report, videos = compare_bundles(args.reference, args.others, settings, threads=args.threads, cost=not args.no_cost, progress=_say(args.quiet))
+    out = write_report(report, videos, args.output, overwrite=args.overwrite)
+    print(markdown_table(report), end="")
+    _say(args.quiet)(f"wrote {out / 'index.html'}")
+    return 0
+
+
+def recipe_arg(text: str, family: str | None):
+    """A preset name for `family`, or a JSON file holding a recipe (the form a manifest records).
+
+    With family None a preset name is only checked (None is returned).
+    """
+    from .recipes import PRESETS, preset, recipe_from_dict
+
+    if text in PRESETS:
+        return None if family is None else preset(text, family)
+    p = Path(text)
+    if text.endswith(".json") or p.is_file():
+        if not p.is_file():
+            raise InputError(f"--recipe {text}: no such file")
+        try:
+            data = json.loads(p.read_text(encoding="utf-8"))
+        except (UnicodeDecodeError, json.JSONDecodeError) as e:
+            raise InputError(f"--recipe {text}: not a JSON recipe ({e})") from None
+        return recipe_from_dict(data, f"--recipe {text}")
+    raise InputError(f"recipe {text!r} is unknown; choose one of {', '.join(PRESETS)}, or give a recipe .json file")
+
+
+def run_search(args) -> int:
+    from kinema.runtime.bundle import load_bundle
+
+    from .search import search_recipe
+
+    out = search_recipe(args.bundle, args.output, check_target_psnr(args.target_psnr), overwrite=args.overwrite, progress=_say(args.quiet))
+    q = load_bundle(out, verify_hashes=False).manifest["quantization"]["search"]
+    chosen = ", ".join(f"{u} {lvl}" for u, lvl in q["chosen"].items() if lvl != "fp32")
+    print(f"{out}: {chosen}")
+    print(f"  video PSNR vs fp32 {q['measured_psnr_db']:.2f} dB (target {q['target_psnr_db']:g}); graphs {q['graph_bytes'] / 2**20:.1f} MiB of {q['fp32_graph_bytes'] / 2**20:.1f} MiB fp32; {q['evaluations']} evaluations in {q['seconds']:.0f} s")
+    return 0
+
+
+def check_target_psnr(value: float) -> float:
+    if not isinstance(value, (int, float)) or not math.isfinite(value) or not 10.0 <= value <= 99.0:
+        raise InputError(f"--target-psnr {value!r} must be a number of dB from 10 to 99")
+    return float(value)
+
+
+__all__ = ["check_target_psnr", "generate_settings", "recipe_arg", "run_compare", "run_search"]

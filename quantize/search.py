@@ -1,0 +1,284 @@
+"""Mixed precision by search: the smallest recipe whose end-to-end video stays within a PSNR of the fp32 bundle.
+
+    from kinema.quantize.search import search_recipe
+    out = search_recipe("kinema-tiny", "kinema-tiny-mixed", target_psnr=35)
+
+1. Units: each DiT block of the denoiser (`blocks.<i>`, the family's float groups always
+   stay fp32), the text encoder, and the two decoder graphs together.
+2. Sensitivity: one unit at a time at each of its lower precisions (block: dynamic int8,
+   int4 weight-only; text encoder: int8, int4; decoders: fp16), everything else fp32,
+   generating a small fixed prompt set; the squared error of the video against the fp32
+   videos and the bytes the unit saves are recorded. The mildest precision of every unit
+   is measured first: when none of them reaches the target, the search stops there.
+3. Greedy: starting from fp32, repeatedly take the move with the most bytes saved per
+   unit of added squared error while the predicted error (the units' errors added, as
+   independent noise) stays within the target; then measure that recipe for real and
+   undo the last moves until the measured PSNR meets the target.
+
+The chosen recipe, every measurement and the predicted and measured PSNR go into the
+bundle's manifest under quantization.search.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import re
+import shutil
+import tempfile
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from kinema.export.bundle_writer import check_output
+from kinema.runtime.bundle import Bundle, load_bundle
+from kinema.runtime.errors import InputError
+from kinema.runtime.pipeline import Pipeline
+
+from .compare import CompareSettings
+from .quantize_bundle import _copy_graph, apply_recipe, plan, quantize_bundle
+from .recipes import FLOAT_GROUPS, BundleRecipe, DynamicInt8, Float16, KeepFloat, Mixed, WeightOnly, describe
+
+LEVELS = {"block": ("fp32", "int8", "int4"), "text_encoder": ("fp32", "int8", "int4"), "decoders": ("fp32", "fp16")}
+DECODERS = ("decoder_prefix", "decoder_step")
+SEARCH_PROMPTS = 4
+
+
+@dataclass(frozen=True)
+class Unit:
+    """A part of the bundle the search sets to one precision: a DiT block, the text encoder, or the decoders."""
+
+    name: str  # "blocks.3", "text_encoder", "decoders"
+    kind: str  # a key of LEVELS
+
+
+def units_of(src: Bundle) -> list[Unit]:
+    """The search units of a bundle: every `blocks.<i>` module scope of its denoiser, the text encoder, the decoders."""
+    import onnx
+
+    from .quantize_bundle import _scopes
+
+    g = onnx.load(str(src.component_path("denoiser")), load_external_data=False).graph
+    blocks = sorted({int(m.group(1)) for n in g.node for s in _scopes(n) if (m := re.search(r"(?:^|\.)blocks\.(\d+)$", s))})
+    out = [Unit(f"blocks.{i}", "block") for i in blocks]
+    out.append(Unit("text_encoder", "text_encoder"))
+    if all(src.has(d) for d in DECODERS):
+        out.append(Unit("decoders", "decoders"))
+    return out
+
+
+def recipe_for(config: dict[str, str], src: Bundle, name: str = "mixed") -> BundleRecipe:
+    """The BundleRecipe of a {unit name: precision} choice (units not named stay fp32)."""
+    groups = FLOAT_GROUPS.get(src.family)
+    keep = groups.denoiser if groups else ()
+    comps: dict = {}
+    w4 = tuple(u for u, lvl in config.items() if u.startswith("blocks.") and lvl == "int4")
+    w8 = tuple(u for u, lvl in config.items() if u.startswith("blocks.") and lvl == "int8")
+    if w4 or w8:
+        comps["denoiser"] = Mixed(weight_only_groups=w4, dynamic_groups=w8, nodes_to_exclude=keep)
+    te = config.get("text_encoder", "fp32")
+    if te == "int8":
+        comps["text_encoder"] = DynamicInt8(nodes_to_exclude=groups.text_encoder_int8 if groups else ())
+    elif te == "int4":
+        comps["text_encoder"] = WeightOnly()
+    if config.get("decoders", "fp32") == "fp16":
+        comps.update({d: Float16() for d in DECODERS})
+    return BundleRecipe(name, comps)
+
+
+class _Trials:
+    """Bundles for trial recipes, built from cached graphs in a scratch folder, and their videos' error vs fp32."""
+
+    def __init__(self, src: Bundle, work: Path, settings: CompareSettings, threads: int | None):
+        self.src, self.work, self.settings, self.threads = src, work, settings, threads
+        self.graphs: dict[str, Path] = {}
+        for name, entry in src.components.items():  # the fp32 graphs, once
+            _copy_graph(src.path, entry["file"], work / "fp32")
+        shutil.copyfile(src.path / src.manifest["tokenizer"]["file"], work / "fp32" / src.manifest["tokenizer"]["file"])
+        self.ref = self._videos(src)
+        self.ref_bytes = {n: (work / "fp32" / e["file"]).stat().st_size for n, e in src.components.items()}
+        self.evaluations = 0
+
+    def _videos(self, bundle: Bundle) -> list[np.ndarray]:
+        pipe = Pipeline(bundle, threads=self.threads)
+        s = self.settings
+        return [pipe.generate(p, seed=seed, **s.generate).frames for p in s.prompts for seed in s.seeds]
+
+    def _graph(self, name: str, recipe, plans) -> Path:
+        key = json.dumps({"c": name, "r": describe(recipe)}, sort_keys=True)
+        if key not in self.graphs:
+            folder = self.work / f"g{len(self.graphs)}"
+            dst = folder / self.src.components[name]["file"]
+            apply_recipe(plans[name], self.src.component_path(name), dst, external_data=bool(self.src.components[name].get("external_data")))
+            self.graphs[key] = dst
+        return self.graphs[key]
+
+    def build(self, recipe: BundleRecipe) -> tuple[Bundle, int]:
+        """A Bundle over cached graphs for `recipe` (hard links in a fresh folder) and its graphs' total bytes."""
+        plans = plan(self.src, recipe)
+        folder = Path(tempfile.mkdtemp(prefix="trial-", dir=self.work))
+        comps, total = {}, 0
+        for name, entry in self.src.components.items():
+            r = plans[name].recipe
+            path = self.work / "fp32" / entry["file"] if isinstance(r, KeepFloat) else self._graph(name, r, plans)
+            (folder / entry["file"]).parent.mkdir(parents=True, exist_ok=True)
+            (folder / entry["file"]).hardlink_to(path)
+            size = path.stat().st_size
+            comps[name] = {**entry, "bytes": size, "precision": r.precision}
+            total += size
+        tok = self.src.manifest["tokenizer"]["file"]
+        (folder / tok).hardlink_to(self.work / "fp32" / tok)
+        manifest = {**self.src.manifest, "components": comps}
+        (folder / "manifest.json").write_text(json.dumps(manifest), encoding="utf-8")  # the pipeline's metadata hashes it
+        return Bundle(folder, manifest), total
+
+    def error(self, recipe: BundleRecipe) -> tuple[float, int]:
+        """(sum of squared uint8 errors of every video vs fp32, bytes of all graphs) of a recipe."""
+        bundle, total = self.build(recipe)
+        videos = self._videos(bundle)
+        shutil.rmtree(bundle.path, ignore_errors=True)
+        self.evaluations += 1
+        sq = sum(float(np.sum((a.astype(np.float64) - b.astype(np.float64)) ** 2)) for a, b in zip(self.ref, videos))
+        return sq, total
+
+    def psnr(self, sq: float) -> float:
+        n = sum(v.size for v in self.ref)
+        return math.inf if sq == 0 else 10 * math.log10(255.0**2 * n / sq)
+
+
+def _max_sq(target_psnr: float, n_values: int) -> float:
+    """The summed squared error at which the video PSNR equals the target."""
+    return n_values * 255.0**2 / 10 ** (target_psnr / 10)
+
+
+def predicted(sens: dict[str, dict[str, dict]], config: dict[str, str]) -> float:
+    """Predicted summed squared error of a choice: the units' own errors added, as independent noise."""
+    return sum(sens[u][lvl]["sq"] for u, lvl in config.items())
+
+
+def greedy(units: list[Unit], sens: dict[str, dict[str, dict]], limit: float) -> tuple[dict[str, str], list[tuple[str, str, str]]]:
+    """(choice, moves in the order taken): from fp32, the move with the most bytes saved per added squared error, while predicted <= limit.
+
+    `sens[unit][level]` holds "sq" (squared error with only that unit at that level) and
+    "saved" (bytes it saves); levels not measured are not taken.
+    """
+    config = {u.name: "fp32" for u in units}
+    moves: list[tuple[str, str, str]] = []
+    while True:
+        best = None
+        for u in units:
+            cur = sens[u.name][config[u.name]]
+            for lvl in LEVELS[u.kind][LEVELS[u.kind].index(config[u.name]) + 1 :]:
+                if lvl not in sens[u.name] or predicted(sens, {**config, u.name: lvl}) > limit:
+                    continue
+                gain = sens[u.name][lvl]["saved"] - cur["saved"]
+                cost = max(sens[u.name][lvl]["sq"] - cur["sq"], 1e-9 * limit)
+                if gain > 0 and (best is None or gain / cost > best[0]):
+                    best = (gain / cost, u.name, lvl)
+        if best is None:
+            return config, moves
+        moves.append((best[1], config[best[1]], best[2]))
+        config[best[1]] = best[2]
+
+
+def search_recipe(
+    src_dir,
+    out_dir,
+    target_psnr: float,
+    *,
+    settings: CompareSettings | None = None,
+    threads: int | None = None,
+    overwrite: bool = False,
+    progress: Callable[[str], None] | None = None,
+) -> Path:
+    """Write the smallest searched mixed recipe of the bundle meeting `target_psnr` (dB, video vs fp32); returns its path.
+
+    Raises InputError when no quantized unit on its own reaches the target, or when the
+    measured recipe cannot be brought to it; nothing is written then.
+    """
+    say = progress or (lambda msg: None)
+    if not isinstance(target_psnr, (int, float)) or not math.isfinite(target_psnr) or not 10 <= target_psnr <= 99:
+        raise InputError(f"target PSNR {target_psnr!r} must be a number of dB from 10 to 99")
+    out = check_output(Path(out_dir), overwrite=overwrite)
+    src = load_bundle(src_dir)
+    if "quantization" in src.manifest:
+        raise InputError(f"bundle {src.path} is already quantized; search from its fp32 source")
+    settings = settings or CompareSettings.default(src.family, SEARCH_PROMPTS)
+    units = units_of(src)
+    t0 = time.perf_counter()
+    out.parent.mkdir(parents=True, exist_ok=True)
+    work = Path(tempfile.mkdtemp(prefix=f".{out.name}.search.", dir=out.parent))
+    try:
+        trials = _Trials(src, work, settings, threads)
+        n_values = sum(v.size for v in trials.ref)
+        limit = _max_sq(target_psnr, n_values)
+        fp32_bytes = sum(trials.ref_bytes.values())
+
+        # ---- sensitivity: one unit at a time, the mildest precision of every unit first
+        sens: dict[str, dict[str, dict]] = {u.name: {"fp32": {"sq": 0.0, "saved": 0}} for u in units}
+        for depth in (1, 2):
+            for u in units:
+                levels = LEVELS[u.kind]
+                if depth >= len(levels):
+                    continue
+                lvl = levels[depth]
+                sq, total = trials.error(recipe_for({u.name: lvl}, src))
+                sens[u.name][lvl] = {"sq": sq, "saved": fp32_bytes - total, "psnr_db": round(trials.psnr(sq), 3)}
+                say(f"sensitivity {u.name} {lvl}: {trials.psnr(sq):.2f} dB, saves {(fp32_bytes - total) / 2**20:.2f} MiB")
+            if depth == 1 and not any(v["sq"] <= limit for s in sens.values() for k, v in s.items() if k != "fp32"):
+                best = max(((u, lvl, v) for u, s in sens.items() for lvl, v in s.items() if lvl != "fp32"), key=lambda t: t[2]["psnr_db"])
+                raise InputError(
+                    f"target PSNR {target_psnr:g} dB cannot be met: the most accurate single quantized group ({best[0]} {best[1]}) "
+                    f"already gives {best[2]['psnr_db']:.2f} dB vs fp32; lower --target-psnr or keep fp32"
+                )
+
+        # ---- greedy: most bytes saved per added squared error, predicted error within the target
+        config, moves = greedy(units, sens, limit)
+        pred_psnr = trials.psnr(predicted(sens, config))
+
+        # ---- measure the choice; undo the last moves until it meets the target
+        verified = []
+        while True:
+            recipe = recipe_for(config, src)
+            sq, total = trials.error(recipe)
+            verified.append({"config": dict(config), "psnr_db": round(trials.psnr(sq), 3), "graph_bytes": total})
+            say(f"recipe {_short(config)}: measured {trials.psnr(sq):.2f} dB (predicted {trials.psnr(predicted(sens, config)):.2f}), {total / 2**20:.1f} MiB of graphs")
+            if sq <= limit:
+                break
+            if not moves:
+                raise InputError(f"target PSNR {target_psnr:g} dB cannot be met: every mixed recipe measured below it; lower --target-psnr or keep fp32")
+            unit, before, _ = moves.pop()
+            config[unit] = before
+        if all(v == "fp32" for v in config.values()):
+            raise InputError(f"target PSNR {target_psnr:g} dB cannot be met by any quantized group; lower --target-psnr or keep fp32")
+
+        record = {
+            "target_psnr_db": target_psnr,
+            "measured_psnr_db": verified[-1]["psnr_db"],
+            "predicted_psnr_db": round(pred_psnr, 3) if math.isfinite(pred_psnr) else None,
+            "chosen": config,
+            "fp32_graph_bytes": fp32_bytes,
+            "graph_bytes": verified[-1]["graph_bytes"],
+            "sensitivity": {u: {lvl: {"psnr_db": v.get("psnr_db"), "saved_bytes": v["saved"]} for lvl, v in s.items() if lvl != "fp32"} for u, s in sens.items()},
+            "verifications": verified,
+            "prompts": list(settings.prompts),
+            "seeds": list(settings.seeds),
+            "generate": dict(settings.generate),
+            "evaluations": trials.evaluations,
+            "seconds": round(time.perf_counter() - t0, 1),
+            "method": "sensitivity of one unit at a time, greedy bytes saved per added squared error, then measured",
+        }
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+    say(f"writing {out}")
+    return quantize_bundle(src.path, out, recipe_for(config, src), overwrite=overwrite, record={"search": record})
+
+
+def _short(config: dict[str, str]) -> str:
+    return ", ".join(f"{u} {lvl}" for u, lvl in config.items() if lvl != "fp32") or "all fp32"
+
+
+__all__ = ["LEVELS", "Unit", "greedy", "predicted", "recipe_for", "search_recipe", "units_of"]
