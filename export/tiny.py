@@ -15,6 +15,7 @@ from kinema.models.tiny_vae import SPATIAL_COMPRESSION, TEMPORAL_COMPRESSION, Ti
 from .bundle_writer import write_bundle
 from .latent_preview import fit_preview_map
 from .onnx_graph import GraphSpec, export_graph
+from .signatures import denoiser_spec, text_encoder_spec
 
 TEXT_TOL = dict(atol=2e-4, rtol=1e-3)
 DENOISER_TOL = dict(atol=2e-4, rtol=1e-3)
@@ -134,13 +135,7 @@ def export_tiny(
     def build(stage: Path) -> dict:
         comps = {}
         # Text encoder: traced at L=16, checked at L=MAX_TOKENS and B=2.
-        spec = GraphSpec(
-            "text_encoder",
-            ("input_ids", "attention_mask"),
-            ("text_embeds",),
-            {"input_ids": {0: "B", 1: "L"}, "attention_mask": {0: "B", 1: "L"}, "text_embeds": {0: "B", 1: "L"}},
-            **TEXT_TOL,
-        )
+        spec = text_encoder_spec(**TEXT_TOL)
         ids = torch.randint(1000, 2000, (1, 16))
         ids_chk = torch.randint(1000, 2000, (2, MAX_TOKENS))
         mask_chk = torch.ones(2, MAX_TOKENS, dtype=torch.int64)
@@ -148,22 +143,7 @@ def export_tiny(
         comps["text_encoder"] = export_graph(text, spec, (ids, torch.ones_like(ids)), (ids_chk, mask_chk), stage / "text_encoder.onnx")
 
         # Denoiser: traced at T=3, 8x8 latents; checked at another batch, length and aspect ratio.
-        lat_axes = {0: "B", 2: "T", 3: "H", 4: "W"}
-        spec = GraphSpec(
-            "denoiser",
-            ("latents", "timestep", "text_embeds", "text_mask", "cond_latents", "cond_mask"),
-            ("prediction",),
-            {
-                "latents": lat_axes,
-                "timestep": {0: "B"},
-                "text_embeds": {0: "B", 1: "L"},
-                "text_mask": {0: "B", 1: "L"},
-                "cond_latents": lat_axes,
-                "cond_mask": {0: "B", 2: "T"},
-                "prediction": lat_axes,
-            },
-            **DENOISER_TOL,
-        )
+        spec = denoiser_spec(**DENOISER_TOL)
 
         def den_inputs(b, t, h, w, l, seed):
             mask = torch.ones(b, l, dtype=torch.int64)

@@ -232,6 +232,7 @@ def export_wan_modules(
     from kinema.models.wan import WanDecoderPrefix, WanDecoderStep, WanDenoiser, WanTextEncoder
 
     from .onnx_graph import GraphSpec, export_graph
+    from .signatures import denoiser_spec, text_encoder_spec
 
     out = check_output(Path(out), overwrite=overwrite)
     sampler = sampler_defaults(scheduler)
@@ -249,13 +250,7 @@ def export_wan_modules(
 
     def build(stage: Path) -> dict:
         comps = {}
-        spec = GraphSpec(
-            "text_encoder",
-            ("input_ids", "attention_mask"),
-            ("text_embeds",),
-            {"input_ids": {0: "B", 1: "L"}, "attention_mask": {0: "B", 1: "L"}, "text_embeds": {0: "B", 1: "L"}},
-            **TEXT_TOL,
-        )
+        spec = text_encoder_spec(**TEXT_TOL)
         vocab = int(text_encoder.config.vocab_size)
         gen = torch.Generator().manual_seed(0)
         ids = torch.randint(2, vocab, (1, 8), generator=gen)
@@ -266,22 +261,7 @@ def export_wan_modules(
             WanTextEncoder(text_encoder).eval(), spec, (ids, torch.ones_like(ids)), (ids_chk, mask_chk), stage / "text_encoder.onnx"
         )
 
-        lat_axes = {0: "B", 2: "T", 3: "H", 4: "W"}
-        spec = GraphSpec(
-            "denoiser",
-            ("latents", "timestep", "text_embeds", "text_mask", "cond_latents", "cond_mask"),
-            ("prediction",),
-            {
-                "latents": lat_axes,
-                "timestep": {0: "B"},
-                "text_embeds": {0: "B", 1: "L"},
-                "text_mask": {0: "B", 1: "L"},
-                "cond_latents": lat_axes,
-                "cond_mask": {0: "B", 2: "T"},
-                "prediction": lat_axes,
-            },
-            **DENOISER_TOL,
-        )
+        spec = denoiser_spec(**DENOISER_TOL)
 
         def den_inputs(b, t, h, w, length, seed):
             mask = torch.ones(b, length, dtype=torch.int64)

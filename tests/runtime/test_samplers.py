@@ -108,6 +108,11 @@ def _dpm_flow_reference(steps, shift, sigmas=None):
     sched.set_timesteps(steps)
     if sigmas is not None:  # diffusers' own flow grid never reaches σ = 1; patch it in
         sched.sigmas = torch.from_numpy(sigmas.astype(np.float32))
+    return _run_flow_scheduler(sched)
+
+
+def _run_flow_scheduler(sched):
+    """States after every step of a diffusers flow scheduler driven by `network` (velocity, timestep input σ)."""
     x = torch.from_numpy(initial_noise())
     ref = []
     for i, t in enumerate(sched.timesteps):
@@ -149,13 +154,7 @@ def _unipc_flow_reference(steps, shift, solver_order=2):
         prediction_type="flow_prediction", use_flow_sigmas=True, flow_shift=shift, solver_order=solver_order, solver_type="bh2"
     )
     sched.set_timesteps(steps)
-    x = torch.from_numpy(initial_noise())
-    ref = []
-    for i, t in enumerate(sched.timesteps):
-        raw = network(x.numpy(), sched.sigmas[i].item())
-        x = sched.step(torch.from_numpy(raw), t, x).prev_sample
-        ref.append(x.numpy())
-    return ref, sched.sigmas.numpy()
+    return _run_flow_scheduler(sched), sched.sigmas.numpy()
 
 
 @pytest.mark.parametrize("steps,shift", [(2, 1.0), (5, 3.0), (12, 5.0), (30, 3.0)])
