@@ -252,8 +252,8 @@ class Pipeline(conditioning.MediaMixin):
     def sigmas(self, st: GenerationSettings) -> np.ndarray:
         kind = self.bundle.sampler["prediction"]
         if kind == "flow":
-            # DPM-Solver++ needs a grid that stops short of sigma=1 (diffusers' multistep flow grid).
-            fn = schedules.flow_sigmas_multistep if st.sampler == "dpmpp_2m" else schedules.flow_sigmas
+            # The multistep solvers run on the grids diffusers gives them (stopping short of sigma=1).
+            fn = schedules.SCHEDULES[samplers.FLOW_SCHEDULE.get(st.sampler, "flow")]
             return fn(st.steps, st.shift)
         return schedules.vp_sigmas(st.steps, self._alphas_cumprod(), spacing=self.bundle.sampler.get("spacing", "leading"))
 
