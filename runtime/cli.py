@@ -46,18 +46,20 @@ def _progress(total: int, quiet: bool):
 
 
 def cmd_generate(args) -> int:
+    from .cli_media import generate_windowed
+    from .conditioning import windowed
     from .pipeline import Pipeline
     from .policy import check_prompt, load_policy
     from .provenance import signer_for_output
     from .video import VideoWriter
+
+    from .accel import Accel
 
     policy = load_policy(args.policy)  # the prompt is checked before anything else is opened
     for note in policy.notes:
         print(f"kinema: note: {note}", file=sys.stderr)
     check_prompt(args.prompt, policy)
     sign = signer_for_output(args.output, args.sign_cert, args.sign_key, include_prompt=args.c2pa_include_prompt)
-    from .accel import Accel
-
     seed = args.seed if args.seed >= 0 else secrets.randbelow(2**32)
     accel = Accel(teacache=args.teacache, cfg_cache=args.cfg_cache, leap=args.leap)  # checked before the bundle opens
     pipe = Pipeline.from_bundle(args.bundle, provider=args.provider, threads=args.threads)
@@ -76,6 +78,7 @@ def cmd_generate(args) -> int:
         seed=seed,
         sampler=args.sampler,
         cfg_mode=args.cfg_mode,
+        loop=args.loop,
     )
     # Opening the writer checks the output path and format now, before any heavy work.
     writer = VideoWriter(args.output, st.fps, st.width, st.height, scale=1 if args.native_size else "auto")
@@ -83,6 +86,8 @@ def cmd_generate(args) -> int:
     t0 = time.perf_counter()
     if not args.quiet:
         print(f"kinema: {st.frames} frames {st.width}x{st.height} @ {st.fps:g} fps, {st.steps} steps, guidance {st.guidance:g}, seed {st.seed}, bundle {pipe.bundle.name}", file=sys.stderr)
+    if windowed(pipe.bundle, st):  # past one window, or --loop: windows streamed to the file
+        return generate_windowed(args, pipe, st, writer, accel)
     video = pipe.run(st, callback=_progress(st.steps, args.quiet), accel=accel)
     writer.metadata = dict(video.metadata)
     with writer as w:
@@ -377,6 +382,8 @@ def cmd_bench_shapes(args) -> int:
 def build_parser() -> argparse.ArgumentParser:
     from kinema import __version__
 
+    from .cli_media import add_commands as add_media_commands
+
     p = _Parser(prog="kinema", description="Offline text-to-video with ONNX Runtime.")
     p.add_argument("--version", action="version", version=f"kinema {__version__}")
     sub = p.add_subparsers(dest="command", required=True, parser_class=_Parser)
@@ -410,7 +417,9 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--c2pa-include-prompt", action="store_true", help="record the prompt in the mp4's C2PA manifest (left out by default)")
     g.add_argument("--visible-watermark", action="store_true", help='draw a small "AI" label in the corner of every frame')
     g.add_argument("-q", "--quiet", action="store_true", help="no progress output")
+    g.add_argument("--loop", action="store_true", help="close the clip into a seamless loop (4k+1 frames asked, 4k written)")
     g.set_defaults(func=cmd_generate)
+    add_media_commands(sub, g)  # animate, extend, connect, edit (runtime/cli_media.py)
 
     vf = sub.add_parser("verify", help="check a video's C2PA content credentials and kinema's invisible watermark",
                         description="Print what a video's C2PA manifest says and whether it validates, and whether kinema's "

@@ -127,6 +127,15 @@ def test_runtime_generates_without_torch(tiny_bundle, tmp_path):
             assert frames.shape[0] == 5, (name, frames.shape)
         check("read back")
 
+        import numpy as np
+        from PIL import Image
+        Image.fromarray(np.zeros((40, 48, 3), np.uint8)).save(out + "/img.png")
+        assert Pipeline.from_bundle(bundle).animate(out + "/img.png", "a red ball", steps=1, frames=5).num_frames == 5
+        rc = cli.main(["extend", out + "/api.mp4", "--prompt", "a red ball", "--seconds", "0.5", "--steps", "1",
+                       "--bundle", bundle, "-q", "-o", out + "/ext.mp4"])
+        assert rc == 0, rc
+        check("image and video prompts (Pillow, PyAV)")
+
         from kinema.runtime import policy, verify  # c2pa-python, cryptography, the watermark
         policy.check_prompt("a red ball")
         report = verify.verify_file(out + "/cli.mp4")
@@ -137,6 +146,6 @@ def test_runtime_generates_without_torch(tiny_bundle, tmp_path):
         str(tmp_path),
         cwd=tmp_path,
     )
-    assert len(stages) == 5, stages
+    assert len(stages) == 6, stages
     assert bad_stages(stages) == {}, f"forbidden modules in the runtime: {bad_stages(stages)}"
     assert (tmp_path / "api.mp4").stat().st_size > 0 and (tmp_path / "cli.mp4").stat().st_size > 0
