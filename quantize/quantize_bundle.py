@@ -395,11 +395,32 @@ def _sqnr_db(signal: float, noise: float) -> float | None:
     return round(10.0 * math.log10(signal / noise), 2)
 
 
+# Probes run at the bundle's default video size, capped: a real-size model's default (Wan:
+# 81 frames at 480x832, 32760 tokens) would make each probe a run of minutes and tens of GB.
+PROBE_MAX_FRAMES = 17
+PROBE_MAX_SIDE = 256
+
+
+def _probe_size(b: Bundle) -> dict:
+    """frames, height, width for the probes: the defaults, capped at PROBE_MAX_FRAMES and PROBE_MAX_SIDE, kept valid."""
+    v = b.video
+    frames = v.frames
+    if frames > PROBE_MAX_FRAMES:
+        frames = max(1, (PROBE_MAX_FRAMES - v.frame_offset) // v.frame_multiple) * v.frame_multiple + v.frame_offset
+
+    def side(default: int) -> int:
+        if default <= PROBE_MAX_SIDE:
+            return default
+        return max(v.min_side, PROBE_MAX_SIDE // v.size_multiple * v.size_multiple)
+
+    return {"frames": frames, "height": side(v.height), "width": side(v.width)}
+
+
 def _probes(pipe: Pipeline, names) -> dict[str, tuple[str, list[tuple[dict, dict]]]]:
     """Per component: (description, [(feeds, {output: row selector or None})]) from the source bundle."""
     b = pipe.bundle
     rng = np.random.Generator(np.random.PCG64(PROBE_SEED))
-    st = pipe.check_inputs(PROBE_PROMPTS[0])  # the bundle's default video size
+    st = pipe.check_inputs(PROBE_PROMPTS[0], **_probe_size(b))
     shape = pipe.latent_shape(st)  # (1, C, T, H, W)
     out: dict = {}
     if "text_encoder" in names:
