@@ -62,6 +62,17 @@ def timed(fn, n: int, warm: int = 2) -> list[float]:
     return out
 
 
+def interleaved(fns: dict, rounds: int, per_round: int, warm: int) -> dict[str, list[float]]:
+    """Seconds per call of each function, round by round in turn (so a slow spell of the machine hits all alike)."""
+    for fn in fns.values():
+        timed(fn, 0, warm=warm)
+    times = {k: [] for k in fns}
+    for _ in range(rounds):
+        for k, fn in fns.items():
+            times[k] += timed(fn, per_round, warm=0)
+    return times
+
+
 def log(msg: str, res: dict | None = None, out: Path | None = None) -> None:
     """Progress on stderr; with `res` and `out`, also the results so far (a killed run keeps them)."""
     print(f"[{time.strftime('%H:%M:%S')}] {msg}", file=sys.stderr, flush=True)
@@ -438,12 +449,7 @@ def run_suite(args) -> dict:
             step_fns[f"kinema {k}"] = (lambda m=model, x=x: m(x, 0.5))
         step_fns["torch eager fp32"] = tt.step_fn(None, st, text_len)
         step_fns["torch eager bf16"] = tt.step_fn(torch.bfloat16, st, text_len)
-        steps = {k: [] for k in step_fns}
-        for fn in step_fns.values():
-            timed(fn, 0, warm=3)
-        for _ in range(args.step_rounds):
-            for k, fn in step_fns.items():
-                steps[k] += timed(fn, 3, warm=0)
+        steps = interleaved(step_fns, args.step_rounds, 3, warm=3)
         res["denoiser_step_s"] = {k: med(v) for k, v in steps.items()}
 
     # ---- end to end: kinema bundles vs torch, interleaved
@@ -451,13 +457,10 @@ def run_suite(args) -> dict:
         gens = {f"kinema {k}": (lambda p=p: p.run(st)) for k, p in pipes.items()}
         gens["torch eager fp32"] = lambda: tt.generate(None, st)
         gens["torch eager bf16"] = lambda: tt.generate(torch.bfloat16, st)
-        e2e = {k: [] for k in gens}
         for k, fn in gens.items():
             if k.startswith("kinema"):  # torch's modules are warm from the step timing above
                 fn()
-        for r in range(args.rounds):
-            for k, fn in gens.items():
-                e2e[k] += timed(fn, 1, warm=0)
+        e2e = interleaved(gens, args.rounds, 1, warm=0)
         res["e2e_s"] = {k: med(v) for k, v in e2e.items()}
         res["e2e_runs_s"] = e2e
         base = res["e2e_s"]
@@ -544,23 +547,14 @@ def run_suite(args) -> dict:
             }
             fns = {n: (lambda s=s: s.run(None, feeds)) for n, s in variants.items()}
             fns["IO binding"] = io_bound_run(variants["ORT_ENABLE_ALL (runtime default)"], feeds)
-            times = {n: [] for n in fns}
-            for fn in fns.values():
-                timed(fn, 0, warm=3)
-            for _ in range(args.step_rounds):
-                for n, fn in fns.items():
-                    times[n] += timed(fn, 3, warm=0)
-            opt[k] = {n: med(v) for n, v in times.items()}
+            opt[k] = {n: med(v) for n, v in interleaved(fns, args.step_rounds, 3, warm=3).items()}
         res["session_options_denoiser_s"] = opt
 
     # ---- guidance batched vs sequential (end to end, int8)
     with section("guidance batched vs sequential", res, args.out):
         p8 = pipes["int8"]
         cfgm = {m: p8.check_inputs(PROMPT, cfg_mode=m) for m in ("batched", "sequential")}
-        cm_times = {m: [] for m in cfgm}
-        for _ in range(args.rounds):
-            for m, s in cfgm.items():
-                cm_times[m] += timed(lambda s=s: p8.run(s), 1, warm=0)
+        cm_times = interleaved({m: (lambda s=s: p8.run(s)) for m, s in cfgm.items()}, args.rounds, 1, warm=0)
         res["cfg_mode_e2e_s"] = {m: med(v) for m, v in cm_times.items()}
 
     # ---- cold start: command start to first step, fresh processes

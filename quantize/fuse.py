@@ -77,7 +77,7 @@ def fuse_bundle(src_dir, out_dir, *, overwrite: bool = False) -> Path:
     """Write a copy of an fp32 bundle whose transformer graphs carry the fusions; returns its path."""
     from kinema.export.bundle_writer import check_output, file_entry, write_bundle
 
-    from .quantize_bundle import _copy_graph
+    from .quantize_bundle import _copy_graph, derived_spec
 
     out = check_output(Path(out_dir), overwrite=overwrite)
     src = load_bundle(src_dir)
@@ -98,17 +98,10 @@ def fuse_bundle(src_dir, out_dir, *, overwrite: bool = False) -> Path:
             else:
                 _copy_graph(src.path, entry["file"], stage)
             comps[name] = {**entry, **file_entry(stage, entry["file"])}
-        m = src.manifest
-        tok = m["tokenizer"]
-        rest = {k: v for k, v in m.items() if k not in ("format", "format_version", "created_by", "name", "components", "tokenizer", "files")}
         import onnxruntime
 
         return {
-            **rest,
-            "name": f"{src.name}-fused",
-            "components": comps,
-            "tokenizer": {"source": src.path / tok["file"], **{k: v for k, v in tok.items() if k not in ("file", "bytes", "sha256")}},
-            "copy_files": {f["file"]: src.path / f["file"] for f in m["files"]},
+            **derived_spec(src, f"{src.name}-fused", comps),
             "optimization": {"transformer_fusions": record, "source_bundle_sha256": src.digest, "tool": f"onnxruntime {onnxruntime.__version__}"},
         }
 

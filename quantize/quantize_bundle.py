@@ -510,6 +510,20 @@ def _graph_bytes(entry: dict) -> int:
 # ---------------------------------------------------------------------- the bundle
 
 
+def derived_spec(src: Bundle, name: str, components: dict) -> dict:
+    """write_bundle's spec for a bundle made from `src`: its manifest fields, tokenizer and files, a new name and components."""
+    m = src.manifest
+    tok = m["tokenizer"]
+    rest = {k: v for k, v in m.items() if k not in ("format", "format_version", "created_by", "name", "components", "tokenizer", "files")}
+    return {
+        **rest,
+        "name": name,
+        "components": components,
+        "tokenizer": {"source": src.path / tok["file"], **{k: v for k, v in tok.items() if k not in ("file", "bytes", "sha256")}},
+        "copy_files": {f["file"]: src.path / f["file"] for f in m["files"]},
+    }
+
+
 def quantize_bundle(src_dir, out_dir, recipe: BundleRecipe | str, overwrite: bool = False, record: dict | None = None) -> Path:
     """Write a quantized copy of the bundle at `src_dir` to `out_dir`; returns the new bundle's path.
 
@@ -544,15 +558,8 @@ def quantize_bundle(src_dir, out_dir, recipe: BundleRecipe | str, overwrite: boo
         measured = measure(src, stage, changed)
         for name in changed:
             measured[name]["size_ratio"] = round(_graph_bytes(comps[name]) / _graph_bytes(src.components[name]), 4)
-        m = src.manifest
-        tok = m["tokenizer"]
-        rest = {k: v for k, v in m.items() if k not in ("format", "format_version", "created_by", "name", "components", "tokenizer", "files")}
         return {
-            **rest,
-            "name": f"{src.name}-{recipe.name}",
-            "components": comps,
-            "tokenizer": {"source": src.path / tok["file"], **{k: v for k, v in tok.items() if k not in ("file", "bytes", "sha256")}},
-            "copy_files": {f["file"]: src.path / f["file"] for f in m["files"]},
+            **derived_spec(src, f"{src.name}-{recipe.name}", comps),
             "quantization": {
                 "recipe": recipe.describe(list(plans)),
                 # how many graph nodes the recipe's float groups resolved to (the groups are in the recipe)

@@ -1,0 +1,47 @@
+"""The transformer-fusion pass: fused ops really appear, the video stays the same, bad sources are refused."""
+
+from __future__ import annotations
+
+import collections
+import json
+import shutil
+
+import numpy as np
+import onnx
+import pytest
+
+from kinema.quantize.fuse import fuse_bundle
+from kinema.runtime import InputError, Pipeline
+
+
+@pytest.fixture(scope="module")
+def fused(tiny_bundle, tmp_path_factory):
+    return fuse_bundle(tiny_bundle, tmp_path_factory.mktemp("fused") / "b")
+
+
+def test_rmsnorm_and_gelu_are_fused(tiny_bundle, fused):
+    ops = collections.Counter(n.op_type for n in onnx.load(fused / "denoiser.onnx").graph.node)
+    src = collections.Counter(n.op_type for n in onnx.load(tiny_bundle / "denoiser.onnx").graph.node)
+    # DiT size "test": depth 2, each block one q and one k RMSNorm and one tanh GELU.
+    assert ops["SimplifiedLayerNormalization"] == 4 and ops["FastGelu"] == 2
+    assert src["Tanh"] == 2 and ops["Tanh"] == 0
+    rec = json.loads((fused / "manifest.json").read_text())["optimization"]["transformer_fusions"]["denoiser"]
+    assert rec["fused"] == {"SimplifiedLayerNormalization": 4, "FastGelu": 2}
+    assert rec["max_abs_diff"] < 1e-4
+
+
+def test_fused_bundle_makes_the_same_video(tiny_bundle, fused):
+    a = Pipeline.from_bundle(tiny_bundle).generate("a red ball", steps=4, seed=1).frames
+    b = Pipeline.from_bundle(fused).generate("a red ball", steps=4, seed=1).frames
+    assert np.abs(a.astype(int) - b.astype(int)).max() <= 1
+
+
+def test_quantized_source_is_refused(fused, tmp_path):
+    q = tmp_path / "q"
+    shutil.copytree(fused, q)
+    m = json.loads((q / "manifest.json").read_text())
+    m["quantization"] = {"recipe": "int8"}
+    (q / "manifest.json").write_text(json.dumps(m))
+    with pytest.raises(InputError, match="quantized"):
+        fuse_bundle(q, tmp_path / "out")
+    assert not (tmp_path / "out").exists()
