@@ -34,6 +34,7 @@ import secrets
 import shutil
 import struct
 import zlib
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from fractions import Fraction
 from pathlib import Path
@@ -41,6 +42,7 @@ from pathlib import Path
 import av
 import numpy as np
 
+from . import watermark as wm
 from .errors import InputError
 
 SUPPORTED_EXTENSIONS = (".mp4", ".webm", ".gif", ".png")
@@ -97,7 +99,8 @@ class Video:
         """Seconds of playback: num_frames / fps."""
         return self.num_frames / float(self.fps)
 
-    def save(self, path: str | os.PathLike, *, scale: str | int | None = "auto", crf: int | None = None) -> Path:
+    def save(self, path: str | os.PathLike, *, scale: str | int | None = "auto", crf: int | None = None,
+             sign: Callable[[Path, Path, dict], None] | bool | None = None) -> Path:
         """Write the clip to `path` (format from its extension, see the module doc); returns the
         written file, or the first frame for PNG frames (`out.png` -> `out_00000.png, ...`;
         `folder/` -> `folder/frame_00000.png, ...`).
@@ -105,8 +108,10 @@ class Video:
         scale: "auto" upscales by the smallest whole factor that makes the short side at least
         256 pixels (64 -> x4), with libswscale's bicubic scaler; 1 or None keeps the native size.
         crf: quality for .mp4 (0-51, default 18) and .webm (0-63, default 24); lower is better.
+        sign: see `VideoWriter`: a clip kinema generated gets its watermark and, as .mp4, a C2PA manifest.
         """
-        with VideoWriter(path, self.fps, self.width, self.height, metadata=self.metadata, scale=scale, crf=crf) as w:
+        with VideoWriter(path, self.fps, self.width, self.height, metadata=self.metadata, scale=scale, crf=crf,
+                         sign=sign) as w:
             w.write(self.frames)
         return w.path
 
@@ -134,6 +139,9 @@ class VideoWriter:
         metadata: dict[str, str] | None = None,
         scale: str | int | None = "auto",
         crf: int | None = None,
+        sign: Callable[[Path, Path, dict], None] | bool | None = None,
+        watermark: bool | None = None,
+        visible_watermark: bool = False,
     ) -> None:
         metadata = {} if metadata is None else metadata
         _check_fps(fps)
@@ -161,6 +169,10 @@ class VideoWriter:
             self.out_width += self.out_width % 2
             self.out_height += self.out_height % 2
         self.crf = _resolve_crf(crf, ext)
+        if callable(sign) and ext != ".mp4":
+            raise InputError(f"content credentials (C2PA) are written into .mp4 files only, not {ext}")
+        self.sign, self.watermark, self.visible_watermark = sign, watermark, visible_watermark
+        self._invisible = False
         self.metadata = dict(metadata)
         self.frames_written = 0
         self.paths: tuple[Path, ...] = ()  # every file written, set on clean exit
@@ -173,12 +185,13 @@ class VideoWriter:
 
     def __enter__(self) -> VideoWriter:
         t = self._target
+        sign = self._marks()
         if t.ext == ".png":
             if t.create_folder:
                 t.folder.mkdir(exist_ok=True)
             self._sink = _PngSink(t.folder, t.png_prefix, self.fps, self.metadata)
         else:
-            self._sink = _AvSink(t.file, t.ext, self.fps, self.out_width, self.out_height, self.metadata, self.crf)
+            self._sink = _AvSink(t.file, t.ext, self.fps, self.out_width, self.out_height, self.metadata, self.crf, sign)
         return self
 
     def write(self, frames: np.ndarray) -> None:
@@ -195,12 +208,35 @@ class VideoWriter:
             self._sink.add(self._prepare(frame))
             self.frames_written += 1
 
+    def _marks(self):
+        """Decide the marks as writing starts (metadata is final then); returns the mp4 signing hook or None.
+
+        A clip kinema generated (metadata "generator" is kinema's) gets the invisible watermark
+        (watermark=None means that rule; True/False force it) and, as .mp4, a C2PA manifest
+        signed with `sign`, or with this machine's local key when sign is None (False: none).
+        """
+        made_here = self.metadata.get("generator", "").startswith("kinema")
+        self._invisible = made_here if self.watermark is None else bool(self.watermark)
+        if self._invisible:
+            self.metadata = self.metadata | {"watermark": wm.NAME}
+        if self._target.ext != ".mp4" or self.sign is False or (self.sign is None and not made_here):
+            return None
+        if self.sign is None or self.sign is True:
+            from . import provenance
+
+            return provenance.signer_for(provenance.local_credentials())
+        return self.sign
+
     def _prepare(self, frame: np.ndarray) -> np.ndarray:
-        """The frame at output size: upscaled, then edge-padded to the sink's even sides."""
+        """The frame at output size: upscaled, edge-padded to the sink's even sides, then marked."""
         out = upscale(frame, self.factor)  # (H*k, W*k, 3)
         pad_h, pad_w = self.out_height - out.shape[0], self.out_width - out.shape[1]
         if pad_h or pad_w:
             out = np.pad(out, ((0, pad_h), (0, pad_w), (0, 0)), mode="edge")
+        if self.visible_watermark:
+            out = wm.visible_mark(out)
+        if self._invisible:  # at the written size; detection resamples whatever size it reads
+            out = wm.embed(out[None])[0]
         return out
 
     def __exit__(self, exc_type, exc, tb) -> bool:
@@ -411,8 +447,9 @@ class _AvSink:
     """mp4 / webm / gif through one PyAV container; GIF frames pass a palette filter graph."""
 
     def __init__(self, target: Path, ext: str, fps: float, width: int, height: int,
-                 metadata: dict[str, str], crf: int | None) -> None:
-        self.target, self.ext, self.metadata = target, ext, metadata
+                 metadata: dict[str, str], crf: int | None, sign=None) -> None:
+        self.target, self.ext, self.metadata, self.sign = target, ext, metadata, sign
+        self.signed: Path | None = None
         self.tmp = _reserve_temp(target.parent, target.name)
         self.rate = Fraction(fps).limit_denominator(1001)
         self.count = 0
@@ -484,6 +521,12 @@ class _AvSink:
         self.container.close()
         if self.ext == ".gif":
             _append_gif_comment(self.tmp, _settings_json(self.metadata))
+        if self.sign is not None:  # the signed copy is a second temporary file, renamed into place
+            self.signed = _reserve_temp(self.target.parent, self.target.name)
+            self.sign(self.tmp, self.signed, self.metadata)
+            os.replace(self.signed, self.target)
+            self.tmp.unlink()
+            return (self.target,)
         os.replace(self.tmp, self.target)
         return (self.target,)
 
@@ -495,6 +538,8 @@ class _AvSink:
             except Exception:  # already failing; the file is deleted next, the first error is reported
                 pass
         self.tmp.unlink(missing_ok=True)
+        if self.signed is not None:
+            self.signed.unlink(missing_ok=True)
 
 
 def _palette_graph(width: int, height: int, time_base: Fraction):

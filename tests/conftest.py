@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 import os
+import tempfile
 from pathlib import Path
 
 import pytest
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
+# The C2PA signing key kinema makes on first use goes to a throwaway folder, never the user's ~/.config.
+os.environ["KINEMA_CONFIG_DIR"] = tempfile.mkdtemp(prefix="kinema-test-config-")
 
 
 @pytest.fixture(scope="session")

@@ -107,11 +107,14 @@ def test_runtime_generates_without_torch(tiny_bundle, tmp_path):
         video = Pipeline.from_bundle(bundle).generate("a red ball", steps=2, frames=5, seed=3, guidance=3.0)
         assert video.num_frames == 5, video.num_frames
         video.save(out + "/api.mp4")
+        from kinema.runtime.sessions import open_session
+        pipe = Pipeline.from_bundle(bundle)
+        open_session(pipe.bundle.component_path("denoiser"), graph_sha256=pipe.bundle.components["denoiser"]["sha256"], cache_dir=out + "/cache")
         check("Pipeline.generate + Video.save")
 
         from kinema.runtime import cli
         rc = cli.main(["generate", "a red ball", "--bundle", bundle, "--steps", "2", "--frames", "5",
-                       "-q", "-o", out + "/cli.mp4"])
+                       "--teacache", "0.1", "--cfg-cache", "2", "--leap", "0.9", "-q", "-o", out + "/cli.mp4"])
         assert rc == 0, rc
         rc = cli.main(["info", bundle])
         assert rc == 0, rc
