@@ -77,13 +77,22 @@ def check_output(out: Path, *, overwrite: bool = False) -> Path:
 def write_bundle(out: Path, build: Callable[[Path], dict], *, overwrite: bool = False) -> Path:
     """Run `build(stage)` in a hidden folder beside `out`, check the result as the runtime will, then move it into place."""
     out = check_output(out, overwrite=overwrite)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    stage = Path(tempfile.mkdtemp(prefix=f".{out.name}.", suffix=".partial", dir=out.parent))
-    stage.chmod(0o755)  # mkdtemp makes it private; a bundle is meant to be shared
-    try:
+
+    def fill(stage: Path) -> None:
         manifest = finish_manifest(stage, build(stage))
         write_manifest(stage, manifest)
         load_bundle(stage)  # the same checks a user's runtime will make
+
+    return write_folder(out, fill)
+
+
+def write_folder(out: Path, fill: Callable[[Path], None]) -> Path:
+    """Run `fill(stage)` in a hidden folder beside `out`, then move it into place (replacing `out`); on any error nothing is left."""
+    out.parent.mkdir(parents=True, exist_ok=True)
+    stage = Path(tempfile.mkdtemp(prefix=f".{out.name}.", suffix=".partial", dir=out.parent))
+    stage.chmod(0o755)  # mkdtemp makes it private; a bundle or report is meant to be shared
+    try:
+        fill(stage)
         if out.exists():
             old = out.with_name(f".{out.name}.old")
             shutil.rmtree(old, ignore_errors=True)

@@ -29,15 +29,14 @@ from __future__ import annotations
 import html
 import json
 import math
-import shutil
-import tempfile
 import time
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 
+from kinema.export.bundle_writer import write_folder
 from kinema.runtime.bundle import Bundle, load_bundle
 from kinema.runtime.errors import InputError
 from kinema.runtime.pipeline import Pipeline
@@ -564,7 +563,7 @@ def _html(report: dict, table_md: str, plots: list[str], sheet: str | None, grid
 
     s = report["settings"]
     comp_rows = []
-    for e in report["bundles"]:
+    for e in report["bundles"][1:]:  # the reference against itself is identical everywhere
         for c, v in e["components"].items():
             sq = ", ".join(f"{k} {_fmt(x, '.1f')}" for k, x in v["sqnr_db"].items())
             comp_rows.append(f"<tr><td>{html.escape(e['label'])}</td><td>{c}</td><td>{v['precision']}</td><td>{v['inputs']}</td><td>{html.escape(sq)}</td></tr>")
@@ -611,10 +610,9 @@ def check_report_dir(out: str | Path, overwrite: bool = False) -> Path:
 def write_report(report: dict, videos: dict[str, list[np.ndarray]], out: str | Path, *, overwrite: bool = False) -> Path:
     """Write report.json, report.md, PNG plots, contact_sheet.png, video_grid.{webm,mp4} and index.html into `out`, atomically."""
     out = check_report_dir(out, overwrite)
-    stage = Path(tempfile.mkdtemp(prefix=f".{out.name}.", suffix=".partial", dir=out.parent if str(out.parent) else "."))
-    stage.chmod(0o755)
-    try:
-        table = markdown_table(report)
+    table = markdown_table(report)
+
+    def fill(stage: Path) -> None:
         note = None
         plots, sheet, grid = [], None, []
         if _pictures_available():
@@ -633,23 +631,13 @@ def write_report(report: dict, videos: dict[str, list[np.ndarray]], out: str | P
                 grid.append(name)
         else:
             note = "pictures skipped: matplotlib and Pillow are not installed (pip install 'kinema[export]')"
-        report = {**report, "files": {"plots": plots, "contact_sheet": sheet, "videos": grid}, "note": note}
-        (stage / "report.json").write_text(json.dumps(report, indent=2) + "\n", encoding="utf-8")
+        full = {**report, "files": {"plots": plots, "contact_sheet": sheet, "videos": grid}, "note": note}
+        (stage / "report.json").write_text(json.dumps(full, indent=2) + "\n", encoding="utf-8")
         md = f"# kinema compare\n\nReference: {report['reference']}\n\n{table}\n" + "".join(f"- {k}: {v}\n" for k, v in report["definitions"].items())
         (stage / "report.md").write_text(md, encoding="utf-8")
-        (stage / "index.html").write_text(_html(report, table, plots, sheet, grid, note), encoding="utf-8")
-        if out.exists():
-            old = out.with_name(f".{out.name}.old")
-            shutil.rmtree(old, ignore_errors=True)
-            out.rename(old)
-            stage.rename(out)
-            shutil.rmtree(old, ignore_errors=True)
-        else:
-            stage.rename(out)
-    except BaseException:
-        shutil.rmtree(stage, ignore_errors=True)
-        raise
-    return out
+        (stage / "index.html").write_text(_html(full, table, plots, sheet, grid, note), encoding="utf-8")
+
+    return write_folder(out, fill)
 
 
 __all__ = [

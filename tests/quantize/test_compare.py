@@ -193,3 +193,13 @@ def test_quantize_recipe_file_naming_a_missing_node_exits_2(tiny_bundle, tmp_pat
     out = tmp_path / "q"
     _one_line_exit_2(["quantize", str(tiny_bundle), "--recipe", str(recipe), "-o", str(out)], capsys, "'blocks.9'", "not in denoiser.onnx")
     assert not out.exists() and [p.name for p in tmp_path.iterdir()] == ["r.json"]
+
+
+def test_compare_imports_neither_torch_nor_onnx():
+    """compare, its cost probe and the metrics run on a runtime-only install (plus matplotlib for pictures)."""
+    import subprocess
+    import sys
+
+    code = "import sys, kinema.quantize.compare, kinema.quantize.cost; print(sorted({m.split('.')[0] for m in sys.modules} & {'torch', 'onnx', 'transformers', 'diffusers'}))"
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert r.returncode == 0 and r.stdout.strip() == "[]", (r.stdout, r.stderr[-2000:])

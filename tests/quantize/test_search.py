@@ -35,6 +35,7 @@ def test_units_are_blocks_text_encoder_and_decoders(tiny_bundle):
     assert [u.name for u in units] == ["blocks.0", "blocks.1", "text_encoder", "decoders"]  # DiT "test" size: depth 2
 
 
+@pytest.mark.slow
 def test_search_meets_target_measured_independently(searched, tiny_bundle):
     out, lines = searched
     b = load_bundle(out)
@@ -91,6 +92,7 @@ def test_greedy_on_hand_made_sensitivities():
     assert r.for_component("decoder_step").precision == "fp16" and r.for_component("text_encoder").precision == "fp32"
 
 
+@pytest.mark.slow
 def test_unreachable_target_exits_2_one_line_nothing_written(tiny_bundle, tmp_path, capsys, monkeypatch):
     monkeypatch.setattr(search, "SEARCH_PROMPTS", 1)
     out = tmp_path / "never"

@@ -1,0 +1,160 @@
+"""Precision table for a tiny bundle: fp32, fp16, int8 dynamic, int8 static, int4 weight-only, searched mixed.
+
+    python benchmarks/quantize_table.py [--bundle runtime/bundles/kinema-tiny] [--prompts 20] [--target-psnr 35]
+
+One command, rerunnable on a retrained bundle. It quantizes the bundle with each preset
+(kinema quantize), searches a mixed recipe for --target-psnr (kinema quantize
+--target-psnr), then runs `kinema compare` on --prompts ShapesBench rows x 1 seed at the
+bundle's default settings, each bundle's cost measured in a fresh process with
+--threads threads. Writes:
+
+    benchmarks/results/quantize_table.{json,md}    the table and the int8 speed line
+    benchmarks/results/quantize_report/            the compare report (HTML, plots, contact sheet, video grid)
+
+The quantized bundles go to --work (default: a temporary folder, deleted at the end).
+On an otherwise idle 2-core machine the whole run is about 10 minutes; the printed
+timing gives the wall and CPU seconds it took.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import shutil
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+PRESET_ROWS = (("fp16", "fp16"), ("int8 dynamic", "int8"), ("int8 static", "int8-static"), ("int4 weight-only", "int4"))
+
+
+def _fmt(v, spec, none="-"):
+    return none if v is None else format(v, spec)
+
+
+def table(report: dict, names: list[str]) -> list[str]:
+    """The issue's table: one row per precision."""
+    ref = report["bundles"][0]
+    lines = [
+        "| precision | size MiB | time/step ms (CPU ms) | e2e s | peak RSS MiB | video PSNR dB vs fp32 | SSIM vs fp32 | ShapesBench adherence |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|",
+    ]
+    for name, e in zip(names, report["bundles"]):
+        c = e["cost"]
+        v = e["video"]
+        is_ref = e is ref
+        lines.append(
+            f"| {name} | {e['bytes'] / 2**20:.1f} | {c['step_s'] * 1000:.1f} ({c['step_cpu_s'] * 1000:.1f}) | {c['e2e_s']:.2f} | {c['peak_rss_mib']:.0f} | "
+            f"{'ref' if is_ref else _fmt(v['psnr_db'], '.2f', 'identical')} | {'ref' if is_ref else format(v['ssim'], '.4f')} | {_fmt(e['adherence'], '.3f')} |"
+        )
+    return lines
+
+
+def main(argv=None) -> int:
+    from kinema.quantize.compare import CompareSettings, check_report_dir, compare_bundles, write_report
+    from kinema.quantize.quantize_bundle import quantize_bundle
+    from kinema.quantize.search import search_recipe
+    from kinema.runtime.bundle import default_bundle_path, load_bundle
+
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--bundle", type=Path, default=None, help="fp32 source bundle (default: the built-in kinema-tiny)")
+    ap.add_argument("--prompts", type=int, default=20, help="ShapesBench rows (x 1 seed) for the table (default: 20)")
+    ap.add_argument("--target-psnr", type=float, default=35.0, help="target of the mixed-precision search, dB (default: 35)")
+    ap.add_argument("--threads", type=int, default=1, help="ONNX Runtime threads per graph for every run (default: 1)")
+    ap.add_argument("--work", type=Path, default=None, help="keep the quantized bundles in this folder")
+    ap.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "results")
+    args = ap.parse_args(argv)
+    src = args.bundle or default_bundle_path()
+    args.out.mkdir(parents=True, exist_ok=True)
+    check_report_dir(args.out / "quantize_report", overwrite=True)  # before any work
+    t0, c0 = time.perf_counter(), time.process_time()
+    work = args.work or Path(tempfile.mkdtemp(prefix="kinema-quantize-table-"))
+    work.mkdir(parents=True, exist_ok=True)
+    log = lambda msg: print(f"[{time.perf_counter() - t0:6.0f} s] {msg}", file=sys.stderr, flush=True)  # noqa: E731
+    try:
+        bundles, names, made = [], ["fp32"], {}
+        for label, preset in PRESET_ROWS:
+            out = work / preset
+            if not out.exists():
+                log(f"quantize {preset}")
+                t = time.perf_counter()
+                quantize_bundle(src, out, preset)
+                made[preset] = round(time.perf_counter() - t, 1)
+            bundles.append(out)
+            names.append(label)
+        mixed = work / "mixed"
+        if not mixed.exists():
+            log(f"search --target-psnr {args.target_psnr:g}")
+            t = time.perf_counter()
+            search_recipe(src, mixed, args.target_psnr, threads=args.threads, progress=log)
+            made["mixed"] = round(time.perf_counter() - t, 1)
+        search = load_bundle(mixed, verify_hashes=False).manifest["quantization"]["search"]
+        chosen = ", ".join(f"{u} {lvl}" for u, lvl in search["chosen"].items() if lvl != "fp32")
+        bundles.append(mixed)
+        names.append(f"mixed (search, {args.target_psnr:g} dB)")
+
+        fam = load_bundle(src, verify_hashes=False).family
+        settings = CompareSettings.default(fam, args.prompts, seeds=(0,), detail_prompts=2)
+        log(f"compare {len(bundles) + 1} bundles on {len(settings.prompts)} prompts")
+        report, videos = compare_bundles(src, bundles, settings, threads=args.threads, cost=True, cost_repeats=2, progress=log)
+        report_dir = write_report(report, videos, args.out / "quantize_report", overwrite=True)
+    finally:
+        if args.work is None:
+            shutil.rmtree(work, ignore_errors=True)
+
+    by = dict(zip(names, report["bundles"]))
+    fp32, int8 = by["fp32"], by["int8 dynamic"]
+    ratio = fp32["cost"]["step_s"] / int8["cost"]["step_s"]
+    cpu_ratio = fp32["cost"]["step_cpu_s"] / int8["cost"]["step_cpu_s"]
+    d_adh = int8["adherence"] - fp32["adherence"]
+    wall, cpu = time.perf_counter() - t0, time.process_time() - c0
+    s = report["settings"]
+    lines = [
+        f"Bundle {report['reference']} ({src}); {len(s['prompts'])} ShapesBench prompts x 1 seed, {s['frames']} frames {s['width']}x{s['height']}, "
+        f"{s['steps']} {s['sampler']} steps, guidance {s['guidance']:g}; {args.threads} ONNX Runtime thread(s) per graph; cost per bundle in a fresh process "
+        f"(step = median interval between sampler callbacks, CPU ms = this process's CPU time per step, e2e = median of 2 runs after a warm-up, peak RSS = VmHWM).",
+        "",
+        *table(report, names),
+        "",
+        f"int8 dynamic vs fp32 denoiser step: {ratio:.2f}x faster wall-clock, {cpu_ratio:.2f}x by CPU time "
+        f"({fp32['cost']['step_s'] * 1000:.1f} -> {int8['cost']['step_s'] * 1000:.1f} ms); "
+        f"adherence {fp32['adherence']:.3f} -> {int8['adherence']:.3f} ({d_adh:+.3f}).",
+        f"Searched mixed recipe (target {args.target_psnr:g} dB on {len(search['prompts'])} prompts): {chosen}; measured {search['measured_psnr_db']:.2f} dB "
+        f"in the search, {search['evaluations']} evaluations in {search['seconds']:.0f} s.",
+        "",
+        f"Run: `python benchmarks/quantize_table.py{'' if args.bundle is None else f' --bundle {args.bundle}'}` — {wall:.0f} s wall, {cpu:.0f} s CPU in the main process; "
+        f"load average at the end {_loadavg()}.",
+    ]
+    text = "\n".join(lines) + "\n"
+    args.out.mkdir(parents=True, exist_ok=True)
+    result = {
+        "bundle": str(src),
+        "names": names,
+        "table": [{"precision": n, **{k: e[k] for k in ("bytes", "video", "adherence", "cost", "components", "recipe")}} for n, e in zip(names, report["bundles"])],
+        "int8_step_speedup": ratio,
+        "int8_step_speedup_cpu": cpu_ratio,
+        "int8_adherence_delta": d_adh,
+        "search": search,
+        "quantize_seconds": made,
+        "settings": report["settings"],
+        "wall_s": wall,
+        "main_process_cpu_s": cpu,
+        "report": str(report_dir.relative_to(ROOT) if report_dir.is_relative_to(ROOT) else report_dir),
+    }
+    (args.out / "quantize_table.json").write_text(json.dumps(result, indent=1) + "\n")
+    (args.out / "quantize_table.md").write_text(text)
+    print(text)
+    return 0
+
+
+def _loadavg() -> str:
+    try:
+        return Path("/proc/loadavg").read_text().split()[0]
+    except OSError:
+        return "n/a"
+
+
+if __name__ == "__main__":
+    sys.exit(main())
