@@ -1,0 +1,278 @@
+"""Wan2.1-T2V-1.3B's transformer at full size (random weights): ONNX fp32 / int8 / int4 against diffusers fp32 / bf16.
+
+    python benchmarks/wan_real_size.py [--work runs/wan_real_size] [--out benchmarks/results]
+                                       [--frames 9 --height 128 --width 128] [--layers 30] [--steps 3]
+
+One run, one machine. The transformer is built from Wan2.1-T2V-1.3B-Diffusers' config with
+seeded random weights (nothing is downloaded), exported by kinema's generic path with
+external data (`export_graph`: traced, every dynamic axis checked, values checked against
+PyTorch at another shape), then quantized with the `wan` presets of quantize/recipes.py
+(int8: dynamic uint8 x int8 MatMuls; int4: weight-only MatMulNBits), each graph through
+quantize_bundle.apply_recipe. Every variant then runs in a fresh subprocess (peak RSS is
+per process): load, one warm-up call, `--steps` timed calls of one sampling step with
+guidance, i.e. the transformer at batch 2 (prompt + negative prompt) on latents for
+`--frames` frames at `--height`x`--width` and 512 text tokens (Wan's max_sequence_length).
+Also reported per variant: load time, the output's SQNR against the ONNX fp32 graph on the
+same inputs. Export and quantization steps report their own peak RSS and wall time.
+
+Heavy: ~5.3 GB of fp32 weights; the export child holds the model in PyTorch and in ONNX
+Runtime at once. The script checks MemAvailable first and writes the JSON after every
+stage, so an interrupted run keeps what it measured. Large files live under --work and
+are deleted at the end unless --keep. `--layers 2` runs the same path on a 2-layer model
+(a quick check of the script itself).
+Writes wan_real_size.json and wan_real_size.md to --out.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import shutil
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+# Wan-AI/Wan2.1-T2V-1.3B-Diffusers transformer/config.json
+WAN21_1_3B = dict(
+    patch_size=[1, 2, 2], num_attention_heads=12, attention_head_dim=128, in_channels=16, out_channels=16, text_dim=4096,
+    freq_dim=256, ffn_dim=8960, num_layers=30, cross_attn_norm=True, qk_norm="rms_norm_across_heads", eps=1e-6,
+    image_dim=None, added_kv_proj_dim=None, rope_max_seq_len=1024,
+)
+TEXT_TOKENS = 512
+SEED = 0
+
+_COMMON = r"""
+import json, resource, sys, time
+import numpy as np
+cfg = json.loads(sys.argv[1])
+def rss_mib():
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+def inputs():
+    rng = np.random.default_rng(1)
+    t, h, w = cfg["latent"]
+    x = rng.standard_normal((2, 16, t, h, w), dtype=np.float32)
+    text = (rng.standard_normal((2, cfg["tokens"], 4096), dtype=np.float32) * 0.1)
+    text[1, 40:] = 0.0  # WanPipeline zero-pads the states past each prompt's length
+    return {"latents": x, "timestep": np.full((2,), 0.7, np.float32), "text_embeds": text,
+            "text_mask": np.ones((2, cfg["tokens"]), np.int64), "cond_latents": np.zeros_like(x),
+            "cond_mask": np.zeros((2, 1, t, 1, 1), np.float32)}
+def build_transformer():
+    import torch
+    from diffusers import WanTransformer3DModel
+    torch.manual_seed(cfg["seed"])
+    return WanTransformer3DModel(**cfg["model"]).eval()
+def report(d):
+    ru = resource.getrusage(resource.RUSAGE_SELF)  # CPU seconds: wall time alone misleads on a shared machine
+    print("RESULT " + json.dumps({**d, "peak_rss_mib": round(rss_mib(), 1), "cpu_s": round(ru.ru_utime + ru.ru_stime, 1)}), flush=True)
+"""
+
+_EXPORT = _COMMON + r"""
+import torch
+from kinema.export.onnx_graph import export_graph
+from kinema.export.signatures import denoiser_spec
+from kinema.models.wan import WanDenoiser
+torch.set_num_threads(cfg["threads"])
+t0 = time.perf_counter()
+den = WanDenoiser(build_transformer()).eval()
+params = sum(p.numel() for p in den.parameters())
+spec = denoiser_spec(atol=1e-3, rtol=1e-2)
+def small(b, t, h, w, l, seed):
+    g = torch.Generator().manual_seed(seed)
+    x = torch.randn(b, 16, t, h, w, generator=g)
+    return (x, torch.rand(b, generator=g), torch.randn(b, l, 4096, generator=g) * 0.1, torch.ones(b, l, dtype=torch.int64),
+            torch.zeros_like(x), torch.zeros(b, 1, t, 1, 1))
+built = time.perf_counter() - t0
+entry = export_graph(den, spec, small(2, 2, 4, 6, 8, 0), small(1, 3, 6, 4, 11, 1), cfg["work"] + "/denoiser.onnx")
+report({"stage": "export", "params": params, "build_s": round(built, 1), "wall_s": round(time.perf_counter() - t0, 1),
+        "max_abs_diff": entry["max_abs_diff"], "onnx_bytes": entry["bytes"] + (entry["external_data"] or {"bytes": 0})["bytes"],
+        "external_data": entry["external_data"] is not None, "inputs": entry["inputs"]})
+"""
+
+_QUANTIZE = _COMMON + r"""
+import onnx
+from pathlib import Path
+from kinema.quantize.quantize_bundle import ComponentPlan, apply_recipe, resolve_nodes
+from kinema.quantize.recipes import describe, float_nodes, preset
+t0 = time.perf_counter()
+name = cfg["variant"]
+recipe = preset(name, "wan").for_component("denoiser")
+src = Path(cfg["work"]) / "denoiser.onnx"
+keep = resolve_nodes(onnx.load(str(src), load_external_data=False).graph, float_nodes(recipe), src.name)
+dst = Path(cfg["work"]) / name / "denoiser.onnx"
+apply_recipe(ComponentPlan(recipe, keep), src, dst, external_data=True)
+size = sum(p.stat().st_size for p in dst.parent.iterdir())
+report({"stage": "quantize", "variant": name, "recipe": describe(recipe), "float_nodes": len(keep),
+        "wall_s": round(time.perf_counter() - t0, 1), "onnx_bytes": size})
+"""
+
+_TIME_ORT = _COMMON + r"""
+import onnxruntime as ort
+from kinema.runtime.sessions import open_session
+from pathlib import Path
+feeds = inputs()
+path = Path(cfg["work"]) / ("denoiser.onnx" if cfg["variant"] == "fp32" else cfg["variant"] + "/denoiser.onnx")
+t0 = time.perf_counter()
+s = open_session(path, "cpu", cfg["threads"])
+load = time.perf_counter() - t0
+out = s.run(None, feeds)[0]
+times = []
+for _ in range(cfg["steps"]):
+    t0 = time.perf_counter(); out = s.run(None, feeds)[0]; times.append(time.perf_counter() - t0)
+ref_path = Path(cfg["work"]) / "fp32_out.npy"
+if cfg["variant"] == "fp32":
+    np.save(ref_path, out)
+ref = np.load(ref_path) if ref_path.exists() else None
+sqnr = None if ref is None or cfg["variant"] == "fp32" else float(10 * np.log10(np.sum(ref.astype(np.float64) ** 2) / np.sum((ref.astype(np.float64) - out) ** 2)))
+report({"stage": "time", "variant": "onnx-" + cfg["variant"], "load_s": round(load, 1), "step_s": times, "sqnr_db_vs_onnx_fp32": sqnr})
+"""
+
+_TIME_TORCH = _COMMON + r"""
+import torch
+torch.set_num_threads(cfg["threads"])
+dtype = {"fp32": torch.float32, "bf16": torch.bfloat16}[cfg["variant"]]
+feeds = inputs()
+t0 = time.perf_counter()
+tr = build_transformer().to(dtype)
+for n, p in tr.named_parameters():  # as from_pretrained(torch_dtype=bf16) does: _keep_in_fp32_modules stay fp32
+    if any(k in n.split(".") for k in (tr._keep_in_fp32_modules or [])):
+        p.data = p.data.float()
+load = time.perf_counter() - t0
+x = torch.from_numpy(feeds["latents"]).to(dtype)
+t = torch.floor(torch.from_numpy(feeds["timestep"]) * 1000)
+text = torch.from_numpy(feeds["text_embeds"]).to(dtype)
+times = []
+with torch.no_grad():
+    out = tr(x, t, text, return_dict=False)[0]
+    for _ in range(cfg["steps"]):
+        t0 = time.perf_counter(); out = tr(x, t, text, return_dict=False)[0]; times.append(time.perf_counter() - t0)
+from pathlib import Path
+ref_path = Path(cfg["work"]) / "fp32_out.npy"
+o = out.float().numpy()
+sqnr = None
+if ref_path.exists():
+    ref = np.load(ref_path).astype(np.float64)
+    sqnr = float(10 * np.log10(np.sum(ref ** 2) / max(np.sum((ref - o) ** 2), 1e-30)))
+report({"stage": "time", "variant": "torch-" + cfg["variant"], "load_s": round(load, 1), "step_s": times, "sqnr_db_vs_onnx_fp32": sqnr,
+        "torch": torch.__version__})
+"""
+
+
+def mem_available_gib() -> float:
+    for line in Path("/proc/meminfo").read_text().splitlines():
+        if line.startswith("MemAvailable:"):
+            return int(line.split()[1]) / 2**20
+    return float("nan")
+
+
+def run_child(code: str, cfg: dict, timeout: float) -> dict:
+    t0 = time.perf_counter()
+    p = subprocess.run([sys.executable, "-c", code, json.dumps(cfg)], capture_output=True, text=True, timeout=timeout)
+    lines = [ln for ln in p.stdout.splitlines() if ln.startswith("RESULT ")]
+    if p.returncode != 0 or not lines:
+        tail = (p.stderr.strip().splitlines() or ["(no output)"])[-1]
+        return {"error": f"exit {p.returncode}: {tail}", "wall_s": round(time.perf_counter() - t0, 1)}
+    return json.loads(lines[-1][len("RESULT "):])
+
+
+def write(results: dict, out: Path) -> None:
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "wan_real_size.json").write_text(json.dumps(results, indent=2) + "\n")
+    rows = ["| variant | s / step (median) | steps timed | load s | peak RSS MiB | SQNR vs ONNX fp32 dB |", "|---|---|---|---|---|---|"]
+    for r in results["timing"]:
+        if "error" in r:
+            rows.append(f"| {r['variant']} | failed: {r['error']} | | | | |")
+            continue
+        steps = sorted(r["step_s"])
+        med = steps[len(steps) // 2]
+        sq = "" if r.get("sqnr_db_vs_onnx_fp32") is None else f"{r['sqnr_db_vs_onnx_fp32']:.1f}"
+        rows.append(f"| {r['variant']} | {med:.2f} | {len(steps)} | {r['load_s']} | {r['peak_rss_mib']:.0f} | {sq} |")
+    prep = ["", "| stage | wall s | CPU s | peak RSS MiB | notes |", "|---|---|---|---|---|"]
+    for r in results["prepare"]:
+        note = r.get("error") or (f"{r.get('params', '')} params, onnx {r.get('onnx_bytes', 0) / 2**30:.2f} GiB, max |ONNX - torch| {r.get('max_abs_diff', '')}"
+                                  if r.get("stage") == "export" else f"onnx {r.get('onnx_bytes', 0) / 2**30:.2f} GiB, {r.get('float_nodes', '')} nodes kept float")
+        rows_name = r.get("variant", r.get("stage", "?"))
+        prep.append(f"| {r.get('stage', '?')} {rows_name if r.get('stage') == 'quantize' else ''} | {r.get('wall_s', '')} | {r.get('cpu_s', '')} | {r.get('peak_rss_mib', '')} | {note} |")
+    s = results["settings"]
+    head = (f"Wan2.1-T2V-1.3B transformer ({s['layers']} layers, random weights), one sampling step with guidance = batch 2, "
+            f"{s['frames']} frames at {s['width']}x{s['height']} (latent {s['latent']}), {s['tokens']} text tokens, {s['threads']} threads, "
+            f"{results['machine']}, {results['date']}, load average at start {s['load_average_at_start']}")
+    (out / "wan_real_size.md").write_text(head + "\n\n" + "\n".join(rows + prep) + "\n")
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--work", type=Path, default=Path("runs/wan_real_size"), help="folder for the large graphs (deleted at the end unless --keep)")
+    ap.add_argument("--out", type=Path, default=Path(__file__).resolve().parent / "results")
+    ap.add_argument("--frames", type=int, default=9)
+    ap.add_argument("--height", type=int, default=128)
+    ap.add_argument("--width", type=int, default=128)
+    ap.add_argument("--layers", type=int, default=30, help="transformer blocks (30 = Wan2.1-1.3B)")
+    ap.add_argument("--steps", type=int, default=3, help="timed calls per variant after one warm-up")
+    ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--variants", default="onnx-fp32,torch-fp32,torch-bf16,onnx-int8,onnx-int4")
+    ap.add_argument("--min-free-gib", type=float, default=14.0, help="refuse to start with less MemAvailable")
+    ap.add_argument("--keep", action="store_true", help="keep the exported graphs under --work")
+    args = ap.parse_args(argv)
+    if (args.frames - 1) % 4 or args.height % 16 or args.width % 16:
+        ap.error("frames must be 4k+1 and height, width multiples of 16 (Wan's rules)")
+    free = mem_available_gib()
+    if args.layers == 30 and free < args.min_free_gib:
+        print(f"wan_real_size: only {free:.1f} GiB available, need {args.min_free_gib} (pass --min-free-gib to override)", file=sys.stderr)
+        return 2
+    latent = [(args.frames - 1) // 4 + 1, args.height // 8, args.width // 8]
+    model = {**WAN21_1_3B, "num_layers": args.layers}
+    args.work.mkdir(parents=True, exist_ok=True)
+    cfg = {"model": model, "seed": SEED, "latent": latent, "tokens": TEXT_TOKENS, "threads": args.threads, "steps": args.steps, "work": str(args.work.resolve())}
+    results = {
+        "settings": {"frames": args.frames, "height": args.height, "width": args.width, "latent": latent, "tokens": TEXT_TOKENS,
+                     "layers": args.layers, "threads": args.threads, "steps_timed": args.steps, "mem_available_gib_at_start": round(free, 1),
+                     "load_average_at_start": [round(v, 1) for v in os.getloadavg()]},
+        "machine": f"{platform.machine()} {platform.processor() or ''} {_cpu_name()}".strip(),
+        "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
+        "prepare": [],
+        "timing": [],
+    }
+    variants = [v.strip() for v in args.variants.split(",") if v.strip()]
+    try:
+        r = run_child(_EXPORT, cfg, timeout=3600)
+        results["prepare"].append({"stage": "export", **r})
+        write(results, args.out)
+        print(json.dumps(results["prepare"][-1])[:400], file=sys.stderr)
+        if "error" in r:
+            return 1
+        for v in variants:
+            kind, prec = v.split("-", 1)
+            if kind == "onnx" and prec != "fp32":
+                q = run_child(_QUANTIZE, {**cfg, "variant": prec}, timeout=3600)
+                results["prepare"].append({"stage": "quantize", "variant": prec, **q})
+                write(results, args.out)
+                if "error" in q:
+                    results["timing"].append({"variant": v, "error": "quantization failed"})
+                    continue
+            code = _TIME_ORT if kind == "onnx" else _TIME_TORCH
+            t = run_child(code, {**cfg, "variant": prec}, timeout=3600)
+            results["timing"].append({"variant": v, **t})
+            write(results, args.out)
+            print(json.dumps(results["timing"][-1])[:400], file=sys.stderr)
+    finally:
+        if not args.keep:
+            shutil.rmtree(args.work, ignore_errors=True)
+    print((args.out / "wan_real_size.md").read_text())
+    return 0
+
+
+def _cpu_name() -> str:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return ""
+
+
+if __name__ == "__main__":
+    sys.exit(main())
