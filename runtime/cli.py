@@ -62,7 +62,7 @@ def cmd_generate(args) -> int:
     sign = signer_for_output(args.output, args.sign_cert, args.sign_key, include_prompt=args.c2pa_include_prompt)
     seed = args.seed if args.seed >= 0 else secrets.randbelow(2**32)
     accel = Accel(teacache=args.teacache, cfg_cache=args.cfg_cache, leap=args.leap)  # checked before the bundle opens
-    pipe = Pipeline.from_bundle(args.bundle, provider=args.provider, threads=args.threads)
+    pipe = Pipeline.from_bundle(args.bundle, provider=args.provider, threads=args.threads, low_memory=args.low_memory)
     pipe.policy = policy
     st = pipe.check_inputs(
         args.prompt,
@@ -406,6 +406,7 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--cfg-mode", default="batched", help="batched (faster) or sequential (half the peak memory)")
     g.add_argument("--provider", default="cpu", help="cpu, cuda, dml or coreml (default: cpu)")
     g.add_argument("--threads", type=int, default=None, help="CPU threads per graph (default: all cores)")
+    g.add_argument("--low-memory", action="store_true", help="load one graph at a time, releasing each before the next (lower peak memory)")
     g.add_argument("--teacache", type=float, default=0.0, help="TeaCache: reuse the last prediction until the input's relative L1 change adds up to this (e.g. 0.2; default 0 = off)")
     g.add_argument("--cfg-cache", type=int, default=0, help="run both guidance branches only every N-th step, reusing their difference in between (e.g. 3; default 0 = off)")
     g.add_argument("--leap", type=float, default=0.0, help="linear proportional leap: once predictions agree to this cosine similarity after half the steps, jump to the end (e.g. 0.99; default 0 = off)")
