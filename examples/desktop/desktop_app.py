@@ -40,9 +40,13 @@ VIEW = 256  # preview and player side, pixels
 
 def to_pixmap(rgb: np.ndarray, width: int) -> QPixmap:
     """A uint8 (H, W, 3) image as a pixmap `width` pixels wide (nearest neighbour: latent cells stay sharp)."""
-    rgb = np.ascontiguousarray(rgb, dtype=np.uint8)
     h, w, _ = rgb.shape
-    img = QImage(rgb.data, w, h, 3 * w, QImage.Format.Format_RGB888).copy()  # copy: Qt must not keep numpy's buffer
+    # Filled through bits(): PySide6 6.12's QImage(buffer, ...) constructor loses a reference
+    # to None on every call, which crashes CPython 3.11 after a few thousand frames.
+    img = QImage(w, h, QImage.Format.Format_RGB888)
+    rows = np.frombuffer(img.bits(), np.uint8).reshape(h, img.bytesPerLine())  # lines are 4-byte aligned
+    rows[:, : 3 * w] = np.asarray(rgb, np.uint8).reshape(h, 3 * w)
+    del rows
     return QPixmap.fromImage(img).scaledToWidth(width, Qt.TransformationMode.FastTransformation)
 
 
