@@ -8,8 +8,8 @@ hashes the file's boxes, so any change to the video data after signing makes it 
 
 Signing needs an X.509 certificate chain and its private key. Without one supplied
 (`--sign-cert`, `--sign-key`), kinema makes a local one on first use, with `cryptography`:
-an EC P-256 certificate authority and a signer certificate it issues (C2PA refuses a
-self-signed signer), kept in the user's config folder ($KINEMA_CONFIG_DIR, else
+an EC P-256 certificate authority and a signer certificate it issues (the shape C2PA's
+signer profile asks for), kept in the user's config folder ($KINEMA_CONFIG_DIR, else
 $XDG_CONFIG_HOME/kinema, else ~/.config/kinema). Nobody else trusts that authority, so
 other C2PA readers report the manifest as valid but the signer as untrusted; `kinema verify`
 on the same machine adds the local authority as a trust anchor and says so.
@@ -187,8 +187,8 @@ def user_credentials(cert: str | os.PathLike, key: str | os.PathLike) -> Credent
     try:
         _trial_sign(creds)
     except Exception as e:  # c2pa's own rules (a self-signed or CA signer, a missing key usage...)
-        raise InputError(f"--sign-cert {os.fspath(cert)!r}: C2PA refuses this certificate ({one_line(e)}); "
-                         "it needs a signer certificate issued by a CA, with digitalSignature key usage") from None
+        raise InputError(f"--sign-cert {os.fspath(cert)!r}: C2PA refuses this certificate ({one_line(e)}); its signer profile "
+                         "wants digitalSignature key usage, an authority key identifier, and no CA flag") from None
     return creds
 
 

@@ -164,7 +164,7 @@ def test_include_prompt(tiny_bundle, tmp_path):
 # ---------------------------------------------------------------------------- user credentials
 
 
-def _cert(subject: str, key, issuer_name: str, issuer_key, *, ca: bool, days: int = 30, start_days: int = -1):
+def _cert(subject: str, key, issuer_name: str, issuer_key, *, ca: bool, days: int = 30, start_days: int = -1, aki: bool = True):
     now = datetime.datetime.now(datetime.timezone.utc)
     b = (x509.CertificateBuilder().subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, subject)]))
          .issuer_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, issuer_name)])).public_key(key.public_key())
@@ -174,8 +174,11 @@ def _cert(subject: str, key, issuer_name: str, issuer_key, *, ca: bool, days: in
          .add_extension(x509.KeyUsage(digital_signature=not ca, content_commitment=False, key_encipherment=False,
                                       data_encipherment=False, key_agreement=False, key_cert_sign=ca, crl_sign=ca,
                                       encipher_only=False, decipher_only=False), critical=True))
+    b = b.add_extension(x509.SubjectKeyIdentifier.from_public_key(key.public_key()), critical=False)
     if not ca:
         b = b.add_extension(x509.ExtendedKeyUsage([ExtendedKeyUsageOID.EMAIL_PROTECTION]), critical=False)
+    if not ca and aki:  # C2PA's certificate profile wants the authority key identifier on a signer certificate
+        b = b.add_extension(x509.AuthorityKeyIdentifier.from_issuer_public_key(issuer_key.public_key()), critical=False)
     return b.sign(issuer_key, hashes.SHA256())
 
 
@@ -198,7 +201,7 @@ def user_pki(tmp_path_factory) -> dict[str, Path]:
         "key": _key_pem(key),
         "other_key": _key_pem(other),
         "encrypted_key": _key_pem(key, b"secret"),
-        "self_signed": _cert("me", key, "me", key, ca=False).public_bytes(PEM),
+        "no_aki": _cert("Test Studio signer", key, "Test Studio CA", ca_key, ca=False, aki=False).public_bytes(PEM) + ca.public_bytes(PEM),
         "expired": _cert("Test Studio signer", key, "Test Studio CA", ca_key, ca=False, days=-1, start_days=-10).public_bytes(PEM) + ca.public_bytes(PEM),
         "rsa_key": _key_pem(rsa.generate_private_key(public_exponent=65537, key_size=2048)),
         "text": b"hello, not a certificate\n",
@@ -225,7 +228,7 @@ def test_user_supplied_key_signs(tiny_bundle, user_pki, tmp_path):
     ("chain", "encrypted_key", "the key is encrypted"),
     ("chain", "rsa_key", "a key of type RSA; C2PA signing here needs an EC"),
     ("expired", "key", "not now"),
-    ("self_signed", "key", "C2PA refuses this certificate"),
+    ("no_aki", "key", "C2PA refuses this certificate"),
     ("chain", None, "give both --sign-cert and --sign-key"),
 ])
 def test_bad_user_credentials_one_line_before_work(user_pki, tmp_path, cert, key, needle):
