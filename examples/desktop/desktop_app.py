@@ -41,8 +41,7 @@ VIEW = 256  # preview and player side, pixels
 def to_pixmap(rgb: np.ndarray, width: int) -> QPixmap:
     """A uint8 (H, W, 3) image as a pixmap `width` pixels wide (nearest neighbour: latent cells stay sharp)."""
     h, w, _ = rgb.shape
-    # Filled through bits(): PySide6 6.12's QImage(buffer, ...) constructor loses a reference
-    # to None on every call, which crashes CPython 3.11 after a few thousand frames.
+    # Filled through bits(): the QImage owns its pixels, so no numpy buffer has to outlive it.
     img = QImage(w, h, QImage.Format.Format_RGB888)
     rows = np.frombuffer(img.bits(), np.uint8).reshape(h, img.bytesPerLine())  # lines are 4-byte aligned
     rows[:, : 3 * w] = np.asarray(rgb, np.uint8).reshape(h, 3 * w)
