@@ -172,8 +172,9 @@ def table(result: dict) -> str:
     lines = [f"Bundle {result['bundle_name']} ({result['bundle_sha256'][:12]}), default settings {result['settings']}, seed {result['seed']}"]
     for part, fn in (("image_to_video", _i2v_table), ("seams", _seams_table), ("memory", _memory_table)):
         if part in result:
-            lines += ["", *fn(result[part]), "", f"({part}: {result['runs'][part]['wall_s']:.0f} s, load average {result['runs'][part]['load_before']:.1f} before, "
-                      f"{result['runs'][part]['load_after']:.1f} after, on {os.cpu_count()} cores)"]
+            run = result["runs"][part]
+            lines += ["", *fn(result[part]), "", f"({part}: bundle {run.get('bundle_sha256', result['bundle_sha256'])[:12]}, {run['wall_s']:.0f} s, "
+                      f"load average {run['load_before']:.1f} before, {run['load_after']:.1f} after, on {os.cpu_count()} cores)"]
     return "\n".join(lines)
 
 
@@ -272,7 +273,10 @@ def main(argv=None):
         key, run = jobs[part]
         load0, t0 = os.getloadavg()[0], time.perf_counter()
         result[key] = run()
-        result["runs"][key] = {"wall_s": time.perf_counter() - t0, "load_before": load0, "load_after": os.getloadavg()[0]}
+        if pipe.bundle.digest != result["bundle_sha256"]:  # graphs open lazily: a bundle replaced mid-run mixes versions
+            raise SystemExit(f"{pipe.bundle.path} changed while {key} was measured; run again")
+        result["runs"][key] = {"wall_s": time.perf_counter() - t0, "load_before": load0, "load_after": os.getloadavg()[0],
+                               "bundle_sha256": result["bundle_sha256"]}
     args.out.mkdir(parents=True, exist_ok=True)
     path.write_text(json.dumps(result, indent=1) + "\n")
     md = table(result) + "\n\nCommand: `python benchmarks/media_quality.py` (parts: --parts i2v,seams,memory).\n"
