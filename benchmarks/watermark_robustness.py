@@ -73,7 +73,7 @@ def psnr(a: np.ndarray, b: np.ndarray) -> float:
     return float("inf") if mse == 0 else float(10 * np.log10(255.0**2 / mse))
 
 
-def clips(n_truth: int, n_generated: int, bundle: str | None):
+def clips(n_truth: int, n_generated: int, bundle: str | None, used: dict):
     rows = shapes_bench.load_prompts(PROMPTS)
     for i in range(n_truth):
         yield "ground truth", shapes_bench.ground_truth_generate(rows[i % len(rows)], i // len(rows), 17, 64, 64)
@@ -81,6 +81,7 @@ def clips(n_truth: int, n_generated: int, bundle: str | None):
         from kinema.runtime import Pipeline
 
         pipe = Pipeline.from_bundle(bundle)
+        used.update(bundle=pipe.bundle.name, bundle_sha256=pipe.bundle.digest)
         for i in range(n_generated):
             yield "generated", pipe.generate(rows[(7 * i) % len(rows)]["prompt"], seed=1000 + i).frames
 
@@ -96,9 +97,10 @@ def main() -> None:
     keys = np.random.default_rng(1).integers(1, 2**62, WRONG_KEYS)
     attacks = ("written", "crf28", "down0.75")
     rows = []
+    used: dict = {}
     t0 = time.perf_counter()
     with tempfile.TemporaryDirectory() as d:
-        for i, (source, frames) in enumerate(clips(args.clips, args.generated, args.bundle)):
+        for i, (source, frames) in enumerate(clips(args.clips, args.generated, args.bundle, used)):
             row = {"source": source}
             for native in (False, True):
                 tag = "native " if native else ""
@@ -136,7 +138,7 @@ def main() -> None:
     wrong = np.array([s for r in rows for s in r.pop("wrong_key_scores")])  # summarised below, not stored per row
     result = {
         "method": "spread spectrum, 32x32 keyed grid, bilinear carrier in luma", "strength": wm.STRENGTH,
-        "threshold": wm.THRESHOLD, "clips": {"ground truth": args.clips, "generated": args.generated},
+        "threshold": wm.THRESHOLD, "clips": {"ground truth": args.clips, "generated": args.generated}, **used,
         "wall_s": time.perf_counter() - t0,
         "psnr_embed_db": {"mean": float(np.mean([r["psnr_embed_db"] for r in rows])), "min": float(np.min([r["psnr_embed_db"] for r in rows]))},
         "psnr_embed_native_db": {"mean": float(np.mean([r["psnr_embed_native_db"] for r in rows])), "min": float(np.min([r["psnr_embed_native_db"] for r in rows]))},
@@ -151,7 +153,8 @@ def main() -> None:
     lines = [f"Watermark {wm.NAME}: strength {wm.STRENGTH:g} levels, threshold {wm.THRESHOLD:g}. "
              f"PSNR of the mark at 256x256: {result['psnr_embed_db']['mean']:.1f} dB (min {result['psnr_embed_db']['min']:.1f}); "
              f"written file marked vs unmarked: {result['psnr_file_db']['mean']:.1f} dB; "
-             f"at 64x64 native (strength {wm.strength_for(64, 64):g}): {result['psnr_embed_native_db']['mean']:.1f} dB.", "",
+             f"at 64x64 native (strength {wm.strength_for(64, 64):g}): {result['psnr_embed_native_db']['mean']:.1f} dB. "
+             f"Generated clips: {used.get('bundle', '-')} sha256 {used.get('bundle_sha256', '-')}.", "",
              "| written as / attack / clips | n | detected (marked) | min / median score | false positives (unmarked) | max unmarked score |",
              "|---|---:|---:|---:|---:|---:|"]
     for k, v in table.items():
