@@ -1,6 +1,10 @@
 """kinema against PyTorch on the tiny model, side by side in one run, and each graph against this machine's GEMM peak.
 
-    python benchmarks/perf_suite.py [--bundle DIR] [--out benchmarks/results] [--rounds 3] [--prompts 24]
+    python benchmarks/perf_suite.py [--bundle DIR] [--out benchmarks/results] [--rounds 3] [--prompts 20]
+    python benchmarks/perf_suite.py --clock cpu --threads 1 ...   # on a machine other jobs share
+
+Sections can run as separate processes (`--sections "end to end,cold start"`, `--work DIR`
+to share the built bundles, then `--combine A/perf_suite.json B/perf_suite.json`).
 
 Measures, in this order and in one process (subprocesses where a fresh process is the point):
 
@@ -24,7 +28,7 @@ Measures, in this order and in one process (subprocesses where a fresh process i
 - step-skipping accelerations: speed-up, video PSNR against the plain output and ShapesBench
   adherence on the first N in-distribution prompts (quantize/compare.py's compare_generators).
 
-Writes perf_suite.json and perf_suite.md. On a 2-core machine it takes ~10-15 minutes.
+Writes perf_suite.json and perf_suite.md.
 """
 
 from __future__ import annotations
@@ -51,14 +55,21 @@ def med(xs) -> float:
     return float(np.median(xs))
 
 
+# Wall-clock seconds by default. `--clock cpu` times the process's CPU seconds instead: on a
+# machine shared with other jobs, a single-threaded engine's CPU time is the work it did,
+# not the time slices it waited for (use it with --threads 1: with more threads it sums them).
+CLOCK = {"now": time.perf_counter, "name": "wall"}
+
+
 def timed(fn, n: int, warm: int = 2) -> list[float]:
     for _ in range(warm):
         fn()
     out = []
+    now = CLOCK["now"]
     for _ in range(n):
-        t = time.perf_counter()
+        t = now()
         fn()
-        out.append(time.perf_counter() - t)
+        out.append(now() - t)
     return out
 
 
@@ -104,7 +115,7 @@ class section:
 # ------------------------------------------------------------------ GEMM peak
 
 
-def gemm_peak(work: Path, reps: int = 7) -> dict:
+def gemm_peak(work: Path, threads: int, reps: int = 7) -> dict:
     """Best-of-`reps` ORT MatMul (fp32) and MatMulInteger (u8 x s8) at 2048^3, as tiny ONNX graphs."""
     import onnx
     import onnxruntime as ort
@@ -128,7 +139,9 @@ def gemm_peak(work: Path, reps: int = 7) -> dict:
         m = helper.make_model(g, opset_imports=[helper.make_opsetid("", 17)])
         path = work / f"gemm_{name}.onnx"
         onnx.save(m, path)
-        s = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+        o = ort.SessionOptions()
+        o.intra_op_num_threads = threads
+        s = ort.InferenceSession(str(path), sess_options=o, providers=["CPUExecutionProvider"])
         times = timed(lambda: s.run(None, {"A": a}), reps, warm=2)
         out[name] = {"op": op, "n": n, "seconds_best": min(times), "seconds_median": med(times), "gflops": 2 * n**3 / min(times) / 1e9}
     return out
@@ -188,14 +201,25 @@ def make_bundles(src: Path, work: Path) -> dict[str, Path]:
     from kinema.quantize.fuse import fuse_bundle
     from kinema.quantize.quantize_bundle import quantize_bundle
 
+    from kinema.runtime.bundle import load_bundle
+
+    def made(path: Path, source: Path, make) -> Path:
+        """A bundle built from `source` earlier in `work` (--work), else a new one."""
+        digest = load_bundle(source).digest
+        try:
+            m = load_bundle(path).manifest
+            if digest in (m.get("quantization", {}).get("source_bundle_sha256"), m.get("optimization", {}).get("source_bundle_sha256")):
+                return path
+        except Exception:  # noqa: BLE001 - absent or unusable: build it
+            pass
+        log(f"build {path.name}")
+        return make(path)
+
     out = {"fp32": src}
     for recipe in ("int8", "int4"):
-        log(f"quantize {recipe}")
-        out[recipe] = quantize_bundle(src, work / recipe, recipe)
-    log("fuse")
-    out["fp32-fused"] = fuse_bundle(src, work / "fused")
-    log("quantize fused int8")
-    out["int8-fused"] = quantize_bundle(out["fp32-fused"], work / "fused-int8", "int8")
+        out[recipe] = made(work / recipe, src, lambda p, r=recipe: quantize_bundle(src, p, r, overwrite=True))
+    out["fp32-fused"] = made(work / "fused", src, lambda p: fuse_bundle(src, p, overwrite=True))
+    out["int8-fused"] = made(work / "fused-int8", out["fp32-fused"], lambda p: quantize_bundle(out["fp32-fused"], p, "int8", overwrite=True))
     return out
 
 
@@ -309,7 +333,7 @@ _COLD_KINEMA = r"""
 import json, sys, time
 t_import = time.time()
 from kinema.runtime import Cancelled, Pipeline
-pipe = Pipeline.from_bundle(sys.argv[1])
+pipe = Pipeline.from_bundle(sys.argv[1], threads=int(sys.argv[4]))
 if sys.argv[2] == "cache":
     from kinema.runtime import cache, sessions
     real = sessions.open_session
@@ -319,7 +343,7 @@ if sys.argv[2] == "cache":
     import kinema.runtime.pipeline as pl
     pl.open_session = cached
 def first(p):
-    print(json.dumps({"first_step": time.time(), "import": t_import}))
+    print(json.dumps({"first_step": time.time(), "import": t_import, "cpu": time.process_time()}))
     raise Cancelled("done")
 try:
     pipe.generate(sys.argv[3], callback=first)
@@ -341,7 +365,7 @@ with torch.no_grad():
     text = te(ids, mask)
     x = torch.randn(2, 8, 5, 8, 8)
     dit(x, torch.full((2,), 1.0), text, mask, torch.zeros_like(x), torch.zeros(2, 1, 5, 1, 1))
-print(json.dumps({"first_step": time.time()}))
+print(json.dumps({"first_step": time.time(), "cpu": time.process_time()}))
 """
 
 _RSS_COMMON = r"""
@@ -359,7 +383,7 @@ out = {}
 _RSS_KINEMA = _RSS_COMMON + r"""
 from kinema.runtime import Pipeline
 import numpy as np
-pipe = Pipeline.from_bundle(sys.argv[1])
+pipe = Pipeline.from_bundle(sys.argv[1], threads=int(sys.argv[3]))
 st = pipe.check_inputs(sys.argv[2])
 reset(); text = pipe.encode_text([st.prompt, st.negative_prompt]); out["text_encode"] = hwm()
 from kinema.runtime import samplers
@@ -419,20 +443,25 @@ def run_suite(args) -> dict:
     from kinema.runtime.accel import Accel
     from kinema.runtime.bundle import default_bundle_path
 
-    threads = os.cpu_count() or 1
+    threads = args.threads or os.cpu_count() or 1
+    wanted = set(args.sections.split(",")) if args.sections else None
+
+    def want(name: str) -> bool:
+        return wanted is None or name in wanted
     t_start = time.perf_counter()
-    work = Path(tempfile.mkdtemp(prefix="kinema-perf-"))
+    work = Path(args.work) if args.work else Path(tempfile.mkdtemp(prefix="kinema-perf-"))
+    work.mkdir(parents=True, exist_ok=True)
     src = Path(args.bundle) if args.bundle else default_bundle_path()
     res: dict = {
-        "machine": {"cpu": _cpu_name(), "cores": threads, "python": platform.python_version(), "onnxruntime": ort.__version__, "torch": torch.__version__, "numpy": np.__version__},
+        "machine": {"cpu": _cpu_name(), "cores": os.cpu_count(), "threads": threads, "python": platform.python_version(), "onnxruntime": ort.__version__, "torch": torch.__version__, "numpy": np.__version__},
         "bundle": str(src),
         "load_average_at_start": os.getloadavg(),
     }
     log("GEMM peak")
-    res["gemm_peak"] = gemm_peak(work)
+    res["gemm_peak"] = gemm_peak(work, threads)
 
     bundles = make_bundles(src, work)
-    pipes = {k: Pipeline.from_bundle(p) for k, p in bundles.items()}
+    pipes = {k: Pipeline.from_bundle(p, threads=threads) for k, p in bundles.items()}
     ref = pipes["fp32"]
     st = ref.check_inputs(PROMPT)
     res["bundle_sha256"] = ref.bundle.digest
@@ -441,179 +470,191 @@ def run_suite(args) -> dict:
     text_len = ref.bundle.tokenizer["max_length"]
 
     # ---- denoiser step: kinema (model callable the sampler sees) vs torch
-    with section("denoiser steps", res, args.out):
-        step_fns = {}
-        for k, p in pipes.items():
-            model = p.denoiser(st, p.encode_text([st.prompt, st.negative_prompt]))
-            x = p.initial_noise(st)
-            step_fns[f"kinema {k}"] = (lambda m=model, x=x: m(x, 0.5))
-        step_fns["torch eager fp32"] = tt.step_fn(None, st, text_len)
-        step_fns["torch eager bf16"] = tt.step_fn(torch.bfloat16, st, text_len)
-        steps = interleaved(step_fns, args.step_rounds, 3, warm=3)
-        res["denoiser_step_s"] = {k: med(v) for k, v in steps.items()}
+    if want("denoiser steps"):
+        with section("denoiser steps", res, args.out):
+            step_fns = {}
+            for k, p in pipes.items():
+                model = p.denoiser(st, p.encode_text([st.prompt, st.negative_prompt]))
+                x = p.initial_noise(st)
+                step_fns[f"kinema {k}"] = (lambda m=model, x=x: m(x, 0.5))
+            step_fns["torch eager fp32"] = tt.step_fn(None, st, text_len)
+            step_fns["torch eager bf16"] = tt.step_fn(torch.bfloat16, st, text_len)
+            steps = interleaved(step_fns, args.step_rounds, 3, warm=3)
+            res["denoiser_step_s"] = {k: med(v) for k, v in steps.items()}
 
     # ---- end to end: kinema bundles vs torch, interleaved
-    with section("end to end", res, args.out):
-        gens = {f"kinema {k}": (lambda p=p: p.run(st)) for k, p in pipes.items()}
-        gens["torch eager fp32"] = lambda: tt.generate(None, st)
-        gens["torch eager bf16"] = lambda: tt.generate(torch.bfloat16, st)
-        for k, fn in gens.items():
-            if k.startswith("kinema"):  # torch's modules are warm from the step timing above
-                fn()
-        e2e = interleaved(gens, args.rounds, 1, warm=0)
-        res["e2e_s"] = {k: med(v) for k, v in e2e.items()}
-        res["e2e_runs_s"] = e2e
-        base = res["e2e_s"]
-        best_int8 = min(("kinema int8", "kinema int8-fused"), key=lambda k: base[k])
-        res["must_show_e2e"] = {
-            "int8_variant": best_int8,
-            "speedup_vs_torch_fp32": base["torch eager fp32"] / base[best_int8],
-            "speedup_vs_torch_bf16": base["torch eager bf16"] / base[best_int8],
-            "plain_int8_vs_torch_fp32": base["torch eager fp32"] / base["kinema int8"],
-            "plain_int8_vs_torch_bf16": base["torch eager bf16"] / base["kinema int8"],
-        }
+    if want("end to end"):
+        with section("end to end", res, args.out):
+            gens = {f"kinema {k}": (lambda p=p: p.run(st)) for k, p in pipes.items()}
+            gens["torch eager fp32"] = lambda: tt.generate(None, st)
+            gens["torch eager bf16"] = lambda: tt.generate(torch.bfloat16, st)
+            for k, fn in gens.items():
+                if k.startswith("kinema"):  # torch's modules are warm from the step timing above
+                    fn()
+            e2e = interleaved(gens, args.rounds, 1, warm=0)
+            res["e2e_s"] = {k: med(v) for k, v in e2e.items()}
+            res["e2e_runs_s"] = e2e
+            base = res["e2e_s"]
+            best_int8 = min(("kinema int8", "kinema int8-fused"), key=lambda k: base[k])
+            res["must_show_e2e"] = {
+                "int8_variant": best_int8,
+                "speedup_vs_torch_fp32": base["torch eager fp32"] / base[best_int8],
+                "speedup_vs_torch_bf16": base["torch eager bf16"] / base[best_int8],
+                "plain_int8_vs_torch_fp32": base["torch eager fp32"] / base["kinema int8"],
+                "plain_int8_vs_torch_bf16": base["torch eager bf16"] / base["kinema int8"],
+            }
 
     # ---- FLOPs and fraction of peak
-    with section("FLOPs, profiles", res, args.out):
-        cfg = DIT_SIZES["tiny"]
-        mdit = ref.bundle.manifest.get("model", {}).get("dit", {})
-        from dataclasses import replace
+    if want("FLOPs and profiles"):
+        with section("FLOPs and profiles", res, args.out):
+            cfg = DIT_SIZES["tiny"]
+            mdit = ref.bundle.manifest.get("model", {}).get("dit", {})
+            from dataclasses import replace
 
-        cfg = replace(cfg, **{k: (tuple(v) if k == "patch" else v) for k, v in mdit.items() if k in ("width", "depth", "heads", "patch")})
-        fl_dit = dit_flops(cfg, st.frames, st.height, st.width, 2, text_len)
-        fl_te = text_encoder_flops(2, text_len)
-        fl_dec = decoder_flops(st.frames, st.height, st.width)
-        with torch.no_grad():
-            from torch.utils.flop_counter import FlopCounterMode
+            cfg = replace(cfg, **{k: (tuple(v) if k == "patch" else v) for k, v in mdit.items() if k in ("width", "depth", "heads", "patch")})
+            fl_dit = dit_flops(cfg, st.frames, st.height, st.width, 2, text_len)
+            fl_te = text_encoder_flops(2, text_len)
+            fl_dec = decoder_flops(st.frames, st.height, st.width)
+            with torch.no_grad():
+                from torch.utils.flop_counter import FlopCounterMode
 
-            with FlopCounterMode(display=False) as fc:
-                tt.step_fn(None, st, text_len)()
-            fl_dit["torch_flop_counter"] = int(fc.get_total_flops())
-        peak = res["gemm_peak"]
-        fp32_peak, int8_peak = peak["fp32"]["gflops"] * 1e9, peak["int8_u8s8"]["gflops"] * 1e9
-        graph_times = {}
-        feeds_text = None
-        for k in ("fp32", "int8", "int4", "fp32-fused", "int8-fused"):
-            p = pipes[k]
-            enc = p.tokenizer().encode_batch([st.prompt, st.negative_prompt])
-            feeds_text = {"input_ids": np.array([e.ids for e in enc], np.int64), "attention_mask": np.array([e.attention_mask for e in enc], np.int64)}
-            te_s = med(timed(lambda: p.session("text_encoder").run(None, feeds_text), 5))
-            den = p.session("denoiser")
-            feeds = denoiser_feeds(p, st)
-            den_s = med(timed(lambda: den.run(None, feeds), 10))
-            lat = np.random.default_rng(0).standard_normal(ref.latent_shape(st), dtype=np.float32)
-            dec_s = med(timed(lambda: p.decode(lat), 3))
-            pk = fp32_peak if k.startswith("fp32") else int8_peak
-            prec = "fp32" if k.startswith("fp32") else "int8 u8s8"
-            graph_times[k] = {
-                "text_encoder": {"seconds": te_s, "gemm_flops": fl_te["gemm"], "fraction_of_peak": fl_te["gemm"] / te_s / pk, "peak": prec},
-                "denoiser": {"seconds": den_s, "gemm_flops": fl_dit["gemm"], "total_flops": fl_dit["total"], "fraction_of_peak": fl_dit["gemm"] / den_s / pk, "peak": prec},
-                "decoder": {"seconds": dec_s, "flops": fl_dec["total"], "fraction_of_peak": fl_dec["total"] / dec_s / fp32_peak, "peak": "fp32 (decoder stays fp32)"},
-            }
-        # the same graphs at the largest clip the bundle allows: more tokens per GEMM
-        v = ref.bundle.video
-        st_big = ref.check_inputs(PROMPT, frames=v.max_frames, height=v.max_side, width=v.max_side)
-        fl_big = dit_flops(cfg, st_big.frames, st_big.height, st_big.width, 2, text_len)
-        big = {}
-        for k in ("fp32", "fp32-fused", "int8", "int8-fused"):
-            den = pipes[k].session("denoiser")
-            feeds = denoiser_feeds(pipes[k], st_big)
-            sec = med(timed(lambda: den.run(None, feeds), 3, warm=1))
-            pk = fp32_peak if k.startswith("fp32") else int8_peak
-            big[k] = {"seconds": sec, "tokens": fl_big["tokens"], "gemm_flops": fl_big["gemm"], "fraction_of_peak": fl_big["gemm"] / sec / pk}
-        res["denoiser_at_largest_clip"] = {"settings": {"frames": st_big.frames, "height": st_big.height, "width": st_big.width}, **big}
-        res["flops"] = {"denoiser": fl_dit, "text_encoder": fl_te, "decoder_stream": fl_dec}
-        res["graphs"] = graph_times
-        res["profiles"] = {}
-        for k in ("fp32", "int8-fused"):
-            s = open_variant(pipes[k].bundle.component_path("denoiser"), profile=str(work / f"prof_{k}"))
-            res["profiles"][k] = profile_summary(s, denoiser_feeds(pipes[k], st))
+                with FlopCounterMode(display=False) as fc:
+                    tt.step_fn(None, st, text_len)()
+                fl_dit["torch_flop_counter"] = int(fc.get_total_flops())
+            peak = res["gemm_peak"]
+            fp32_peak, int8_peak = peak["fp32"]["gflops"] * 1e9, peak["int8_u8s8"]["gflops"] * 1e9
+            graph_times = {}
+            feeds_text = None
+            for k in ("fp32", "int8", "int4", "fp32-fused", "int8-fused"):
+                p = pipes[k]
+                enc = p.tokenizer().encode_batch([st.prompt, st.negative_prompt])
+                feeds_text = {"input_ids": np.array([e.ids for e in enc], np.int64), "attention_mask": np.array([e.attention_mask for e in enc], np.int64)}
+                te_s = med(timed(lambda: p.session("text_encoder").run(None, feeds_text), 5))
+                den = p.session("denoiser")
+                feeds = denoiser_feeds(p, st)
+                den_s = med(timed(lambda: den.run(None, feeds), 10))
+                lat = np.random.default_rng(0).standard_normal(ref.latent_shape(st), dtype=np.float32)
+                dec_s = med(timed(lambda: p.decode(lat), 3))
+                pk = fp32_peak if k.startswith("fp32") else int8_peak
+                prec = "fp32" if k.startswith("fp32") else "int8 u8s8"
+                graph_times[k] = {
+                    "text_encoder": {"seconds": te_s, "gemm_flops": fl_te["gemm"], "fraction_of_peak": fl_te["gemm"] / te_s / pk, "peak": prec},
+                    "denoiser": {"seconds": den_s, "gemm_flops": fl_dit["gemm"], "total_flops": fl_dit["total"], "fraction_of_peak": fl_dit["gemm"] / den_s / pk, "peak": prec},
+                    "decoder": {"seconds": dec_s, "flops": fl_dec["total"], "fraction_of_peak": fl_dec["total"] / dec_s / fp32_peak, "peak": "fp32 (decoder stays fp32)"},
+                }
+            # the same graphs at the largest clip the bundle allows: more tokens per GEMM
+            v = ref.bundle.video
+            st_big = ref.check_inputs(PROMPT, frames=v.max_frames, height=v.max_side, width=v.max_side)
+            fl_big = dit_flops(cfg, st_big.frames, st_big.height, st_big.width, 2, text_len)
+            big = {}
+            for k in ("fp32", "fp32-fused", "int8", "int8-fused"):
+                den = pipes[k].session("denoiser")
+                feeds = denoiser_feeds(pipes[k], st_big)
+                sec = med(timed(lambda: den.run(None, feeds), 3, warm=1))
+                pk = fp32_peak if k.startswith("fp32") else int8_peak
+                big[k] = {"seconds": sec, "tokens": fl_big["tokens"], "gemm_flops": fl_big["gemm"], "fraction_of_peak": fl_big["gemm"] / sec / pk}
+            res["denoiser_at_largest_clip"] = {"settings": {"frames": st_big.frames, "height": st_big.height, "width": st_big.width}, **big}
+            res["flops"] = {"denoiser": fl_dit, "text_encoder": fl_te, "decoder_stream": fl_dec}
+            res["graphs"] = graph_times
+            res["profiles"] = {}
+            for k in ("fp32", "int8-fused"):
+                s = open_variant(pipes[k].bundle.component_path("denoiser"), threads=threads, profile=str(work / f"prof_{k}"))
+                res["profiles"][k] = profile_summary(s, denoiser_feeds(pipes[k], st))
 
     # ---- optimisations: session options on the denoiser graph (raw run), fp32 and int8
-    with section("session options", res, args.out):
-        opt = {}
-        for k in ("fp32", "int8"):
-            path = pipes[k].bundle.component_path("denoiser")
-            feeds = denoiser_feeds(pipes[k], st)
-            variants = {
-                "ORT_DISABLE_ALL": open_variant(path, level="ORT_DISABLE_ALL"),
-                "ORT_ENABLE_BASIC": open_variant(path, level="ORT_ENABLE_BASIC"),
-                "ORT_ENABLE_EXTENDED": open_variant(path, level="ORT_ENABLE_EXTENDED"),
-                "ORT_ENABLE_ALL (runtime default)": open_variant(path),
-                "1 thread": open_variant(path, threads=1),
-                f"{threads} threads": open_variant(path, threads=threads),
-                "no memory arena": open_variant(path, arena=False),
-                "no memory pattern": open_variant(path, mem_pattern=False),
-            }
-            fns = {n: (lambda s=s: s.run(None, feeds)) for n, s in variants.items()}
-            fns["IO binding"] = io_bound_run(variants["ORT_ENABLE_ALL (runtime default)"], feeds)
-            opt[k] = {n: med(v) for n, v in interleaved(fns, args.step_rounds, 3, warm=3).items()}
-        res["session_options_denoiser_s"] = opt
+    if want("session options"):
+        with section("session options", res, args.out):
+            opt = {}
+            for k in ("fp32", "int8"):
+                path = pipes[k].bundle.component_path("denoiser")
+                feeds = denoiser_feeds(pipes[k], st)
+                variants = {
+                    "ORT_DISABLE_ALL": open_variant(path, level="ORT_DISABLE_ALL", threads=threads),
+                    "ORT_ENABLE_BASIC": open_variant(path, level="ORT_ENABLE_BASIC", threads=threads),
+                    "ORT_ENABLE_EXTENDED": open_variant(path, level="ORT_ENABLE_EXTENDED", threads=threads),
+                    "ORT_ENABLE_ALL (runtime default)": open_variant(path, threads=threads),
+                    "1 thread": open_variant(path, threads=1),
+                    f"{os.cpu_count()} threads (all cores)": open_variant(path, threads=os.cpu_count()),
+                    "no memory arena": open_variant(path, arena=False, threads=threads),
+                    "no memory pattern": open_variant(path, mem_pattern=False, threads=threads),
+                }
+                fns = {n: (lambda s=s: s.run(None, feeds)) for n, s in variants.items()}
+                fns["IO binding"] = io_bound_run(variants["ORT_ENABLE_ALL (runtime default)"], feeds)
+                opt[k] = {n: med(v) for n, v in interleaved(fns, args.step_rounds, 3, warm=3).items()}
+            res["session_options_denoiser_s"] = opt
 
     # ---- guidance batched vs sequential (end to end, int8)
-    with section("guidance batched vs sequential", res, args.out):
-        p8 = pipes["int8"]
-        cfgm = {m: p8.check_inputs(PROMPT, cfg_mode=m) for m in ("batched", "sequential")}
-        cm_times = interleaved({m: (lambda s=s: p8.run(s)) for m, s in cfgm.items()}, args.rounds, 1, warm=0)
-        res["cfg_mode_e2e_s"] = {m: med(v) for m, v in cm_times.items()}
+    if want("guidance batched vs sequential"):
+        with section("guidance batched vs sequential", res, args.out):
+            p8 = pipes["int8"]
+            cfgm = {m: p8.check_inputs(PROMPT, cfg_mode=m) for m in ("batched", "sequential")}
+            cm_times = interleaved({m: (lambda s=s: p8.run(s)) for m, s in cfgm.items()}, args.rounds, 1, warm=0)
+            res["cfg_mode_e2e_s"] = {m: med(v) for m, v in cm_times.items()}
 
     # ---- cold start: command start to first step, fresh processes
-    with section("cold start", res, args.out):
-        cold = {}
-        env = dict(os.environ)
-        with tempfile.TemporaryDirectory() as cache_dir:
-            env["KINEMA_CACHE_DIR"] = cache_dir
-            for k in ("fp32", "int8"):
-                for mode in ("nocache", "cache (first run, fills it)", "cache (warm)"):
-                    vals = []
-                    for _ in range(1 if mode.startswith("cache (first") else args.cold_runs):
-                        out, launch = child(_COLD_KINEMA, str(bundles[k]), "cache" if mode.startswith("cache") else "nocache", PROMPT, env=env)
-                        vals.append(out["first_step"] - launch)
-                    cold[f"kinema {k} {mode}"] = med(vals)
-        vals = []
-        for _ in range(args.cold_runs):
-            out, launch = child(_COLD_TORCH, str(threads), PROMPT)
-            vals.append(out["first_step"] - launch)
-        cold["torch eager fp32"] = med(vals)
-        res["cold_start_s"] = cold
+    if want("cold start"):
+        with section("cold start", res, args.out):
+            cold = {}
+            env = dict(os.environ)
+            with tempfile.TemporaryDirectory() as cache_dir:
+                env["KINEMA_CACHE_DIR"] = cache_dir
+                for k in ("fp32", "int8"):
+                    for mode in ("nocache", "cache (first run, fills it)", "cache (warm)"):
+                        vals = []
+                        for _ in range(1 if mode.startswith("cache (first") else args.cold_runs):
+                            out, launch = child(_COLD_KINEMA, str(bundles[k]), "cache" if mode.startswith("cache") else "nocache", PROMPT, str(threads), env=env)
+                            vals.append(out["cpu"] if CLOCK["name"] == "cpu" else out["first_step"] - launch)
+                        cold[f"kinema {k} {mode}"] = med(vals)
+            vals = []
+            for _ in range(args.cold_runs):
+                out, launch = child(_COLD_TORCH, str(threads), PROMPT)
+                vals.append(out["cpu"] if CLOCK["name"] == "cpu" else out["first_step"] - launch)
+            cold["torch eager fp32"] = med(vals)
+            res["cold_start_s"] = cold
 
     # ---- peak RSS per stage
-    with section("peak RSS", res, args.out):
-        rss = {}
-        for k in ("fp32", "int8", "int4"):
-            rss[f"kinema {k}"], _ = child(_RSS_KINEMA, str(bundles[k]), PROMPT)
-        for prec in ("fp32", "bf16"):
-            rss[f"torch eager {prec}"], _ = child(_RSS_TORCH, str(threads), PROMPT, prec)
-        res["peak_rss_mib"] = rss
+    if want("peak RSS"):
+        with section("peak RSS", res, args.out):
+            rss = {}
+            for k in ("fp32", "int8", "int4"):
+                rss[f"kinema {k}"], _ = child(_RSS_KINEMA, str(bundles[k]), PROMPT, str(threads))
+            for prec in ("fp32", "bf16"):
+                rss[f"torch eager {prec}"], _ = child(_RSS_TORCH, str(threads), PROMPT, prec)
+            res["peak_rss_mib"] = rss
 
     # ---- accelerations
-    with section("accelerations", res, args.out):
-        from kinema.models import shapes_bench as sb
-        from kinema.quantize.compare import compare_generators
+    if want("accelerations"):
+        with section("accelerations", res, args.out):
+            from kinema.models import shapes_bench as sb
+            from kinema.quantize.compare import compare_generators
 
-        rows = sb.load_prompts(Path(sb.__file__).resolve().parent / "data" / "shapes_prompts.jsonl")[: args.prompts]
-        accels = {
-            "teacache 0.1": Accel(teacache=0.1),
-            "teacache 0.2": Accel(teacache=0.2),
-            "cfg cache 3": Accel(cfg_cache=3),
-            "leap 0.99": Accel(leap=0.99),
-            "teacache 0.1 + cfg cache 3": Accel(teacache=0.1, cfg_cache=3),
-        }
-        ap = pipes[args.accel_bundle]
-        cmp = compare_generators(
-            lambda prompt, seed: ap.generate(prompt, seed=seed).frames,
-            {n: (lambda prompt, seed, a=a: ap.generate(prompt, seed=seed, accel=a).frames) for n, a in accels.items()},
-            [r["prompt"] for r in rows],
-            rows=rows,
-            seeds=(0,),
-        )
-        ref_s = cmp["reference"]["seconds_per_video"]
-        res["accelerations"] = {
-            "bundle": args.accel_bundle,
-            "prompts": len(rows),
-            "reference": cmp["reference"],
-            "candidates": {n: {**c, "speedup": ref_s / c["seconds_per_video"], "settings": accels[n].metadata()} for n, c in cmp["candidates"].items()},
-        }
+            rows = sb.load_prompts(Path(sb.__file__).resolve().parent / "data" / "shapes_prompts.jsonl")[: args.prompts]
+            accels = {
+                "teacache 0.1": Accel(teacache=0.1),
+                "teacache 0.2": Accel(teacache=0.2),
+                "cfg cache 3": Accel(cfg_cache=3),
+                "leap 0.99": Accel(leap=0.99),
+                "teacache 0.1 + cfg cache 3": Accel(teacache=0.1, cfg_cache=3),
+            }
+            ap = pipes[args.accel_bundle]
+            spent = collections.Counter()  # seconds per video on the suite's clock
+
+            def gen(name, accel):
+                def run(prompt, seed):
+                    t = CLOCK["now"]()
+                    frames = ap.generate(prompt, seed=seed, accel=accel).frames
+                    spent[name] += (CLOCK["now"]() - t) / len(rows)
+                    return frames
+
+                return run
+
+            cmp = compare_generators(gen("plain", None), {n: gen(n, a) for n, a in accels.items()}, [r["prompt"] for r in rows], rows=rows, seeds=(0,))
+            res["accelerations"] = {
+                "bundle": args.accel_bundle,
+                "prompts": len(rows),
+                "reference": {**cmp["reference"], "seconds_per_video": spent["plain"]},
+                "candidates": {n: {**c, "seconds_per_video": spent[n], "speedup": spent["plain"] / spent[n], "settings": accels[n].metadata()} for n, c in cmp["candidates"].items()},
+            }
     res["suite_seconds"] = time.perf_counter() - t_start
     res["load_average_at_end"] = os.getloadavg()
     return res
@@ -636,10 +677,12 @@ def markdown(res: dict) -> str:
     g = res["gemm_peak"]
     m = res["machine"]
     L = [
-        f"Machine: {m['cpu']}, {m['cores']} cores; onnxruntime {m['onnxruntime']}, torch {m['torch']}. Bundle {Path(res['bundle']).name} ({res['bundle_sha256'][:12]}), "
+        f"Machine: {m['cpu']}, {m['cores']} cores ({m.get('threads', m['cores'])} threads per engine); onnxruntime {m['onnxruntime']}, torch {m['torch']}. Bundle {Path(res['bundle']).name} ({res['bundle_sha256'][:12]}), "
         f"default clip {res['settings']['frames']} frames {res['settings']['width']}x{res['settings']['height']}, {res['settings']['steps']} steps, guidance {res['settings']['guidance']:g}. "
         f"Suite run time {res['suite_seconds'] / 60:.1f} min; 1-minute load average {res['load_average_at_start'][0]:.1f} at its start, {res['load_average_at_end'][0]:.1f} at its end "
         "(other jobs shared the cores: absolute times are inflated, ratios come from interleaved rounds).",
+        "",
+        f"Times are {'CPU seconds of the single-threaded process (--clock cpu)' if res.get('clock') == 'cpu' else 'wall-clock seconds'}; medians.",
         "",
         f"GEMM peak ({GEMM_N}^3, ONNX Runtime): MatMul fp32 {g['fp32']['gflops']:.0f} GFLOP/s, MatMulInteger u8xs8 {g['int8_u8s8']['gflops']:.0f} GOP/s.",
         "",
@@ -729,14 +772,40 @@ def main(argv=None):
     ap.add_argument("--step-rounds", type=int, default=5, help="denoiser-step rounds of 3 calls (median)")
     ap.add_argument("--cold-runs", type=int, default=3)
     ap.add_argument("--prompts", type=int, default=20, help="ShapesBench prompts for the accelerations")
+    ap.add_argument("--threads", type=int, default=None, help="threads for every engine (default: all cores)")
+    ap.add_argument("--sections", default=None, help="comma-separated section names to run (default: all)")
+    ap.add_argument("--work", default=None, help="folder for the built bundles; bundles already there (from this source) are reused")
+    ap.add_argument("--clock", choices=["wall", "cpu"], default="wall", help="cpu: time CPU seconds of this process (a machine shared with other jobs; needs --threads 1)")
+    ap.add_argument("--combine", nargs="+", default=None, metavar="JSON", help="only combine perf_suite.json files of runs of different --sections into one report in --out")
     ap.add_argument("--accel-bundle", default="fp32", choices=["fp32", "int8", "int4", "fp32-fused", "int8-fused"])
     args = ap.parse_args(argv)
+    if args.combine:  # results of runs of different sections (e.g. in parallel) into one report
+        parts = [json.loads(Path(f).read_text()) for f in args.combine]
+        if len({p.get("bundle_sha256") for p in parts}) != 1:
+            ap.error("--combine: the results come from different bundles")
+        res = {}
+        for part in parts:
+            res = {**res, **part, "errors": {**res.get("errors", {}), **part.get("errors", {})}}
+        res["suite_seconds"] = max(p["suite_seconds"] for p in parts)  # they ran side by side
+        res["load_average_at_start"] = max((p["load_average_at_start"] for p in parts), key=lambda v: v[0])
+        res["load_average_at_end"] = max((p["load_average_at_end"] for p in parts), key=lambda v: v[0])
+        write_results(res, args.out)
+        return
+    if args.clock == "cpu":
+        if args.threads != 1:
+            ap.error("--clock cpu needs --threads 1 (CPU time sums the threads)")
+        CLOCK.update(now=time.process_time, name="cpu")
     res = run_suite(args)
-    args.out.mkdir(parents=True, exist_ok=True)
-    (args.out / "perf_suite.json").write_text(json.dumps(res, indent=1, default=float) + "\n")
+    res["clock"] = CLOCK["name"]
+    write_results(res, args.out)
+
+
+def write_results(res: dict, out: Path) -> None:
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "perf_suite.json").write_text(json.dumps(res, indent=1, default=float) + "\n")
     md = markdown(res)
-    (args.out / "perf_suite.md").write_text(md)
-    (args.out / "perf_suite.partial.json").unlink(missing_ok=True)
+    (out / "perf_suite.md").write_text(md)
+    (out / "perf_suite.partial.json").unlink(missing_ok=True)
     print(md)
 
 

@@ -2,11 +2,10 @@
 
 from __future__ import annotations
 
-import math
-
 import numpy as np
 import pytest
 
+from kinema.quantize.metrics import psnr_db as psnr
 from kinema.runtime import InputError, Pipeline, samplers, schedules
 from kinema.runtime.accel import Accel, GuidanceCache, accelerate
 from kinema.runtime.cli import main as cli_main
@@ -15,11 +14,6 @@ PROMPT = "a red ball bouncing on a white background"
 # PSNR of the accelerated video against the plain one on the random-init test bundle
 # (10 steps, guidance 5, seed 3): measured 49.1-54.2 dB; bound with margin.
 PSNR_BOUND_DB = 40.0
-
-
-def psnr(a: np.ndarray, b: np.ndarray) -> float:
-    mse = float(np.mean((a.astype(np.float64) - b.astype(np.float64)) ** 2))
-    return math.inf if mse == 0 else 10.0 * math.log10(255.0**2 / mse)
 
 
 class CountingSession:
