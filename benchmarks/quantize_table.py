@@ -12,8 +12,10 @@ bundle's default settings, each bundle's cost measured in a fresh process with
     benchmarks/results/quantize_report/            the compare report (HTML, plots, contact sheet, video grid)
 
 The quantized bundles go to --work (default: a temporary folder, deleted at the end).
-On an otherwise idle 2-core machine the whole run is about 10 minutes; the printed
-timing gives the wall and CPU seconds it took.
+Measured here: 930 s wall with --prompts 16 --search-prompts 2 on the 2-core machine
+while other jobs kept its load average between 4 and 15; the defaults (20 prompts, 4
+search prompts) add about a quarter. The table's last line gives each run's wall and
+CPU seconds.
 """
 
 from __future__ import annotations
@@ -62,11 +64,12 @@ def main(argv=None) -> int:
     ap.add_argument("--bundle", type=Path, default=None, help="fp32 source bundle (default: the built-in kinema-tiny)")
     ap.add_argument("--prompts", type=int, default=20, help="ShapesBench rows (x 1 seed) for the table (default: 20)")
     ap.add_argument("--target-psnr", type=float, default=35.0, help="target of the mixed-precision search, dB (default: 35)")
+    ap.add_argument("--search-prompts", type=int, default=4, help="ShapesBench rows the search measures each unit on (default: 4)")
     ap.add_argument("--threads", type=int, default=1, help="ONNX Runtime threads per graph for every run (default: 1)")
     ap.add_argument("--work", type=Path, default=None, help="keep the quantized bundles in this folder")
     ap.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "results")
     args = ap.parse_args(argv)
-    src = args.bundle or default_bundle_path()
+    src = shown = args.bundle or default_bundle_path()
     args.out.mkdir(parents=True, exist_ok=True)
     check_report_dir(args.out / "quantize_report", overwrite=True)  # before any work
     t0, c0 = time.perf_counter(), time.process_time()
@@ -74,6 +77,12 @@ def main(argv=None) -> int:
     work.mkdir(parents=True, exist_ok=True)
     log = lambda msg: print(f"[{time.perf_counter() - t0:6.0f} s] {msg}", file=sys.stderr, flush=True)  # noqa: E731
     try:
+        # a snapshot of the source, so that replacing the built-in bundle mid-run cannot mix two models
+        snap = work / "fp32"
+        if not snap.exists():
+            shutil.copytree(src, snap)
+        load_bundle(snap)  # hashes checked
+        src = snap
         bundles, names, made = [], ["fp32"], {}
         for label, preset in PRESET_ROWS:
             out = work / preset
@@ -88,7 +97,8 @@ def main(argv=None) -> int:
         if not mixed.exists():
             log(f"search --target-psnr {args.target_psnr:g}")
             t = time.perf_counter()
-            search_recipe(src, mixed, args.target_psnr, threads=args.threads, progress=log)
+            fam0 = load_bundle(src, verify_hashes=False).family
+            search_recipe(src, mixed, args.target_psnr, settings=CompareSettings.default(fam0, args.search_prompts), threads=args.threads, progress=log)
             made["mixed"] = round(time.perf_counter() - t, 1)
         search = load_bundle(mixed, verify_hashes=False).manifest["quantization"]["search"]
         chosen = ", ".join(f"{u} {lvl}" for u, lvl in search["chosen"].items() if lvl != "fp32")
@@ -110,9 +120,11 @@ def main(argv=None) -> int:
     cpu_ratio = fp32["cost"]["step_cpu_s"] / int8["cost"]["step_cpu_s"]
     d_adh = int8["adherence"] - fp32["adherence"]
     wall, cpu = time.perf_counter() - t0, time.process_time() - c0
+    given = [f"--{k.replace('_', '-')} {v}" for k, v in vars(args).items() if k in ("bundle", "prompts", "search_prompts", "target_psnr", "threads") and v != ap.get_default(k)]
+    command = " ".join(["python benchmarks/quantize_table.py", *given])
     s = report["settings"]
     lines = [
-        f"Bundle {report['reference']} ({src}); {len(s['prompts'])} ShapesBench prompts x 1 seed, {s['frames']} frames {s['width']}x{s['height']}, "
+        f"Bundle {report['reference']} ({_shown(shown)}, sha256 of manifest {report_sha(src)}); {len(s['prompts'])} ShapesBench prompts x 1 seed, {s['frames']} frames {s['width']}x{s['height']}, "
         f"{s['steps']} {s['sampler']} steps, guidance {s['guidance']:g}; {args.threads} ONNX Runtime thread(s) per graph; cost per bundle in a fresh process "
         f"(step = median interval between sampler callbacks, CPU ms = this process's CPU time per step, e2e = median of 2 runs after a warm-up, peak RSS = VmHWM).",
         "",
@@ -124,13 +136,13 @@ def main(argv=None) -> int:
         f"Searched mixed recipe (target {args.target_psnr:g} dB on {len(search['prompts'])} prompts): {chosen}; measured {search['measured_psnr_db']:.2f} dB "
         f"in the search, {search['evaluations']} evaluations in {search['seconds']:.0f} s.",
         "",
-        f"Run: `python benchmarks/quantize_table.py{'' if args.bundle is None else f' --bundle {args.bundle}'}` — {wall:.0f} s wall, {cpu:.0f} s CPU in the main process; "
+        f"Run: `{command}` — {wall:.0f} s wall, {cpu:.0f} s CPU in the main process; "
         f"load average at the end {_loadavg()}.",
     ]
     text = "\n".join(lines) + "\n"
     args.out.mkdir(parents=True, exist_ok=True)
     result = {
-        "bundle": str(src),
+        "bundle": str(shown),
         "names": names,
         "table": [{"precision": n, **{k: e[k] for k in ("bytes", "video", "adherence", "cost", "components", "recipe")}} for n, e in zip(names, report["bundles"])],
         "int8_step_speedup": ratio,
@@ -147,6 +159,16 @@ def main(argv=None) -> int:
     (args.out / "quantize_table.md").write_text(text)
     print(text)
     return 0
+
+
+def _shown(path: Path) -> str:
+    return str(path.relative_to(ROOT)) if path.resolve().is_relative_to(ROOT) else str(path)
+
+
+def report_sha(bundle: Path) -> str:
+    from kinema.runtime.bundle import load_bundle
+
+    return load_bundle(bundle, verify_hashes=False).digest[:12]
 
 
 def _loadavg() -> str:

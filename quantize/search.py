@@ -95,10 +95,11 @@ class _Trials:
     def __init__(self, src: Bundle, work: Path, settings: CompareSettings, threads: int | None):
         self.src, self.work, self.settings, self.threads = src, work, settings, threads
         self.graphs: dict[str, Path] = {}
-        for name, entry in src.components.items():  # the fp32 graphs, once
+        for name, entry in src.components.items():  # the fp32 graphs, once: the search's reference and source
             _copy_graph(src.path, entry["file"], work / "fp32")
         shutil.copyfile(src.path / src.manifest["tokenizer"]["file"], work / "fp32" / src.manifest["tokenizer"]["file"])
-        self.ref = self._videos(src)
+        shutil.copyfile(src.path / "manifest.json", work / "fp32" / "manifest.json")
+        self.ref = self._videos(Bundle(work / "fp32", src.manifest))
         self.ref_bytes = {n: (work / "fp32" / e["file"]).stat().st_size for n, e in src.components.items()}
         self.evaluations = 0
 
@@ -112,7 +113,9 @@ class _Trials:
         if key not in self.graphs:
             folder = self.work / f"g{len(self.graphs)}"
             dst = folder / self.src.components[name]["file"]
-            apply_recipe(plans[name], self.src.component_path(name), dst, external_data=bool(self.src.components[name].get("external_data")))
+            # from the snapshot taken at the start: a source replaced mid-search must not mix into the trials
+            src = self.work / "fp32" / self.src.components[name]["file"]
+            apply_recipe(plans[name], src, dst, external_data=bool(self.src.components[name].get("external_data")))
             self.graphs[key] = dst
         return self.graphs[key]
 
