@@ -689,15 +689,16 @@ def markdown(res: dict) -> str:
         "| engine | denoiser step (guided batch of 2) | end to end | vs torch fp32 | vs torch bf16 |",
         "|---|---:|---:|---:|---:|",
     ]
-    try:
+    def _part1():
+        nonlocal L
         e, s = res["e2e_s"], res["denoiser_step_s"]
         for k in e:
             L.append(f"| {k} | {s[k] * 1e3:.1f} ms | {e[k]:.2f} s | {e['torch eager fp32'] / e[k]:.2f}x | {e['torch eager bf16'] / e[k]:.2f}x |")
         ms = res["must_show_e2e"]
         L += ["", f"int8 end to end ({ms['int8_variant']}): {ms['speedup_vs_torch_fp32']:.2f}x faster than PyTorch eager fp32, {ms['speedup_vs_torch_bf16']:.2f}x faster than PyTorch bf16 autocast (plain int8: {ms['plain_int8_vs_torch_fp32']:.2f}x, {ms['plain_int8_vs_torch_bf16']:.2f}x).", ""]
-    except (KeyError, TypeError) as e:  # a section that failed or was not run
-        L += ["", f"(missing: {e!r}; see the JSON's errors)"]
-    try:
+
+    def _part2():
+        nonlocal L
         fd = res["flops"]["denoiser"]
         L += [
             f"FLOPs per call at the default clip (guided batch of 2, {fd['tokens']} tokens per sample): denoiser {fd['gemm'] / 1e9:.3f} GFLOP in weight products, {fd['total'] / 1e9:.3f} with attention "
@@ -710,43 +711,43 @@ def markdown(res: dict) -> str:
             for name, v in gs.items():
                 fl = v.get("gemm_flops", v.get("flops"))
                 L.append(f"| {k} | {name} | {v['seconds'] * 1e3:.1f} ms | {fl / v['seconds'] / 1e9:.1f} | {100 * v['fraction_of_peak']:.1f}% ({v['peak']}) |")
-    except (KeyError, TypeError) as e:  # a section that failed or was not run
-        L += ["", f"(missing: {e!r}; see the JSON's errors)"]
-    try:
+
+    def _part3():
+        nonlocal L
         big = res["denoiser_at_largest_clip"]
         bs = big["settings"]
         L += ["", f"Denoiser at the largest clip ({bs['frames']} frames {bs['width']}x{bs['height']}, {big['fp32']['tokens']} tokens per sample, guided batch of 2): "
               + ", ".join(f"{k} {v['seconds'] * 1e3:.0f} ms = {100 * v['fraction_of_peak']:.0f}% of peak" for k, v in big.items() if k != "settings") + "."]
-    except (KeyError, TypeError) as e:  # a section that failed or was not run
-        L += ["", f"(missing: {e!r}; see the JSON's errors)"]
-    try:
+
+    def _part4():
+        nonlocal L
         for k, prof in res["profiles"].items():
             L += ["", f"ORT profile of the {k} denoiser, one call: {prof['model_run_us'] / 1e3:.1f} ms, of which kernels {prof['kernel_us'] / 1e3:.1f} ms, GEMM-type kernels {prof['gemm_us'] / 1e3:.1f} ms; top op types:", "", "| op type | nodes | ms per call | share of kernel time |", "|---|---:|---:|---:|"]
             for op, v in list(prof["ops"].items())[:12]:
                 L.append(f"| {op} | {v['nodes']} | {v['us_per_run'] / 1e3:.2f} | {100 * v['share']:.1f}% |")
-    except (KeyError, TypeError) as e:  # a section that failed or was not run
-        L += ["", f"(missing: {e!r}; see the JSON's errors)"]
-    try:
+
+    def _part5():
+        nonlocal L
         L += ["", "Session options, denoiser graph alone (one guided call, median):", "", "| setting | fp32 | int8 |", "|---|---:|---:|"]
         so = res["session_options_denoiser_s"]
         for n in so["fp32"]:
             L.append(f"| {n} | {so['fp32'][n] * 1e3:.1f} ms | {so['int8'][n] * 1e3:.1f} ms |")
-    except (KeyError, TypeError) as e:  # a section that failed or was not run
-        L += ["", f"(missing: {e!r}; see the JSON's errors)"]
-    try:
+
+    def _part6():
+        nonlocal L
         cm = res["cfg_mode_e2e_s"]
         L += ["", f"Guidance, int8 end to end: batched {cm['batched']:.2f} s, sequential {cm['sequential']:.2f} s.", "", "Cold start (command start to the first step's callback, fresh process):", "", "| run | seconds |", "|---|---:|"]
         for k, v in res["cold_start_s"].items():
             L.append(f"| {k} | {v:.2f} |")
-    except (KeyError, TypeError) as e:  # a section that failed or was not run
-        L += ["", f"(missing: {e!r}; see the JSON's errors)"]
-    try:
+
+    def _part7():
+        nonlocal L
         L += ["", "Peak RSS per stage (VmHWM, reset at each stage's start; includes what earlier stages left resident):", "", "| engine | text encode | denoise | decode |", "|---|---:|---:|---:|"]
         for k, v in res["peak_rss_mib"].items():
             L.append(f"| {k} | {v['text_encode']:.0f} MiB | {v['denoise']:.0f} MiB | {v['decode']:.0f} MiB |")
-    except (KeyError, TypeError) as e:  # a section that failed or was not run
-        L += ["", f"(missing: {e!r}; see the JSON's errors)"]
-    try:
+
+    def _part8():
+        nonlocal L
         a = res["accelerations"]
         r = a["reference"]
         L += [
@@ -759,8 +760,12 @@ def markdown(res: dict) -> str:
         for n, c in a["candidates"].items():
             psnr = "identical" if c["psnr_db"] is None else f"{c['psnr_db']:.1f} dB"
             L.append(f"| {n} | {c['speedup']:.2f}x | {psnr} | {c['ssim']:.3f} | {c['adherence']:.3f} ({c['adherence'] - r['adherence']:+.3f}) |")
-    except (KeyError, TypeError) as e:  # a section that failed or was not run
-        L += ["", f"(missing: {e!r}; see the JSON's errors)"]
+
+    for part in (_part1, _part2, _part3, _part4, _part5, _part6, _part7, _part8):
+        try:
+            part()
+        except (KeyError, TypeError) as e:  # a section that failed or was not run
+            L += ["", f"(missing: {e!r}; see the JSON's errors)"]
     return "\n".join(L) + "\n"
 
 
