@@ -9,6 +9,7 @@ not need); after a save it plays the written file, read back with kinema.runtime
 
 from __future__ import annotations
 
+import sys
 import threading
 from pathlib import Path
 
@@ -323,14 +324,22 @@ def run_app(args) -> int:
          "width": win.width_box, "height": win.height_box}[key].setValue(value)
     win.show()
     if args.screenshot is not None:
-        def shoot():
-            if win.job is None:
-                app.processEvents()
-                win.grab().save(str(args.screenshot))
-                app.quit()
         win.start()
         if win.job is None:
-            return 2  # the status line says why
-        win.job.done.connect(lambda _v: QTimer.singleShot(300, shoot), Qt.ConnectionType.QueuedConnection)
-        win.job.failed.connect(lambda _m: app.exit(1))
+            print(win.status.text(), file=sys.stderr)
+            return 2
+
+        def shoot():  # polled: the window's own slots run first, then the player shows a frame
+            if win.job is not None:
+                return
+            if win.video is None:
+                print(win.status.text(), file=sys.stderr)
+                app.exit(1)
+                return
+            win.grab().save(str(args.screenshot))
+            app.quit()
+
+        poll = QTimer(win)
+        poll.timeout.connect(shoot)
+        poll.start(500)
     return app.exec()
