@@ -62,6 +62,7 @@ class Generation(QObject):
         super().__init__()
         self.pipe, self.prompt, self.settings = pipe, prompt, settings
         self.token = threading.Event()
+        self.last_step = -1  # the worker's latest finished step (read from the UI thread)
         self.thread = threading.Thread(target=self._run, name="kinema-generate", daemon=True)
 
     def start(self) -> None:
@@ -73,6 +74,7 @@ class Generation(QObject):
     def _on_step(self, payload: dict) -> None:
         # The preview is computed here, on the worker; the UI thread only paints it.
         preview = payload["preview"]() if payload["preview"] is not None else None
+        self.last_step = payload["step"]
         self.step.emit(payload["step"], payload["total"], preview)
 
     def _run(self) -> None:

@@ -88,11 +88,13 @@ def test_generate_preview_each_step_save_and_play(app, window, tmp_path):
 
 def test_cancel_stops_within_one_step_and_writes_nothing(app, window, tmp_path):
     window.steps.setValue(50)
-    seen = []
+    seen, at_click = [], []
 
     def on_step(step, total, preview):
         seen.append(step)
         if step == 1:
+            # Signals queue up on a busy machine: the worker may be past step 1 by now.
+            at_click.append(window.job.last_step)
             window.cancel_button.click()
 
     window.generate_button.click()
@@ -100,8 +102,9 @@ def test_cancel_stops_within_one_step_and_writes_nothing(app, window, tmp_path):
     spin_until(app, lambda: window.job is None)
 
     assert window.status.text() == "cancelled: nothing was kept"
-    # the click lands while the worker may already be in step 2; it stops before step 3 starts
-    assert seen[:2] == [0, 1] and max(seen) <= 2, seen
+    # at most one more step finishes after the click (the one in flight), and the run stops well short of 50
+    assert seen[:2] == [0, 1] and at_click, seen
+    assert max(seen) <= at_click[0] + 1 < 49, (seen, at_click)
     assert window.video is None and not window.save_button.isEnabled()
     assert window.save_to(tmp_path / "clip.mp4") is None
     assert list(tmp_path.iterdir()) == []
