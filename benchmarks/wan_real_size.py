@@ -30,6 +30,7 @@ import json
 import os
 import platform
 import shutil
+import statistics
 import subprocess
 import sys
 import time
@@ -180,15 +181,15 @@ def run_child(code: str, cfg: dict, timeout: float) -> dict:
 def write(results: dict, out: Path) -> None:
     out.mkdir(parents=True, exist_ok=True)
     (out / "wan_real_size.json").write_text(json.dumps(results, indent=2) + "\n")
-    rows = ["| variant | s / step (median) | steps timed | load s | peak RSS MiB | SQNR vs ONNX fp32 dB |", "|---|---|---|---|---|---|"]
+    rows = ["| variant | s / step (median) | steps timed | load s | CPU s (child) | peak RSS MiB | SQNR vs ONNX fp32 dB |", "|---|---|---|---|---|---|---|"]
     for r in results["timing"]:
         if "error" in r:
-            rows.append(f"| {r['variant']} | failed: {r['error']} | | | | |")
+            rows.append(f"| {r['variant']} | failed: {r['error']} | | | | | |")
             continue
-        steps = sorted(r["step_s"])
-        med = steps[len(steps) // 2]
+        steps = r["step_s"]
+        med = statistics.median(steps)
         sq = "" if r.get("sqnr_db_vs_onnx_fp32") is None else f"{r['sqnr_db_vs_onnx_fp32']:.1f}"
-        rows.append(f"| {r['variant']} | {med:.2f} | {len(steps)} | {r['load_s']} | {r['peak_rss_mib']:.0f} | {sq} |")
+        rows.append(f"| {r['variant']} | {med:.2f} | {len(steps)} | {r['load_s']} | {r.get('cpu_s', '')} | {r['peak_rss_mib']:.0f} | {sq} |")
     prep = ["", "| stage | wall s | CPU s | peak RSS MiB | notes |", "|---|---|---|---|---|"]
     for r in results["prepare"]:
         note = r.get("error") or (f"{r.get('params', '')} params, onnx {r.get('onnx_bytes', 0) / 2**30:.2f} GiB, max |ONNX - torch| {r.get('max_abs_diff', '')}"
