@@ -8,9 +8,11 @@ Measured in one run, at the bundle's default settings (size, steps, guidance, sa
   round trip (decode(encode(image))), and ShapesBench adherence of the animated clips next
   to text-only clips of the same rows and seeds;
 - seams: mean absolute frame-to-frame difference (0-255) across each window seam of long
-  text-to-video clips (latent reuse, the default, and decode/re-encode), across the seam
-  between a ShapesWorld clip and its forward extension, and across a loop's wrap; each
-  beside the typical (mean and median) difference between consecutive frames inside clips;
+  text-to-video clips (latent reuse with cross-faded overlaps, the default: every frame
+  pair of the transition; decode/re-encode: the cut), across the seam between a
+  ShapesWorld clip and its forward extension (the fade and the first new frame), and
+  across a loop's wrap; each beside the typical (mean, median, p90) difference between
+  consecutive frames inside clips;
 - a 60-second and a 4-second clip made by `kinema generate` in fresh processes: wall time
   (command start to file written) and peak RSS.
 Writes media_quality.json and media_quality.md; with --parts, the named parts replace
@@ -89,19 +91,42 @@ def image_to_video(pipe: Pipeline, rows: list[dict], seed: int) -> dict:
     }
 
 
-def _seam_stats(diffs: list[np.ndarray], seams: list[list[int]]) -> dict:
-    """diffs per clip, and per clip the indices i where diff i crosses a seam."""
-    across = np.concatenate([d[s] for d, s in zip(diffs, seams)])
-    inside = np.concatenate([np.delete(d, s) for d, s in zip(diffs, seams)])
+def _seam_stats(diffs: list[np.ndarray], seams: list[list[list[int]]]) -> dict:
+    """diffs per clip, and per clip its seams, each the list of indices i of the frame pairs
+    (i, i + 1) it spans: one pair for a hard cut, every pair of a cross-faded transition."""
+    across = np.concatenate([d[i] for d, ss in zip(diffs, seams) for i in ss])
+    worst = np.array([d[i].max() for d, ss in zip(diffs, seams) for i in ss])
+    inside = np.concatenate([np.delete(d, [j for i in ss for j in i]) for d, ss in zip(diffs, seams)])
     return {
-        "seams": int(across.size),
+        "seams": len(worst),
+        "pairs_per_seam": across.size / len(worst),
         "seam_diff_mean": float(across.mean()),
+        "seam_worst_pair_mean": float(worst.mean()),
         "seam_diff_max": float(across.max()),
         "within_diff_mean": float(inside.mean()),
         "within_diff_median": float(np.median(inside)),
         "within_diff_p90": float(np.percentile(inside, 90)),
         "seam_over_within_mean": float(across.mean() / inside.mean()),
     }
+
+
+def overlap_pairs(pipe: Pipeline, frames: int) -> list[list[int]]:
+    """Per window after the first, the frame pairs of its cross-faded overlap with the video so far.
+
+    The overlap's k latents at positions a .. a+k-1 are frames 4a-3 .. 4(a+k-1); the
+    transition runs from the pair that enters them (the last frame of latent a-1 to the
+    first of latent a) to the pair that leaves them: 4k + 1 pairs.
+    """
+    tm = pipe.bundle.latent["temporal_compression"]
+    native = (pipe.bundle.video.frames - pipe.bundle.video.frame_offset) // tm + 1
+    total = (frames - pipe.bundle.video.frame_offset) // tm + 1
+    out, done = [], 0
+    for k, n in cond.plan(total, native, 0):
+        if k:
+            a = done - k
+            out.append(list(range(tm * (a - 1), tm * (a + k - 1) + 1)))
+        done += n
+    return out
 
 
 def seams(pipe: Pipeline, rows: list[dict], seed: int, frames: int) -> dict:
@@ -112,17 +137,23 @@ def seams(pipe: Pipeline, rows: list[dict], seed: int, frames: int) -> dict:
             st = pipe.check_inputs(row["prompt"], frames=frames, seed=seed)
             chunks = list(cond.long_stream(pipe, st, seam=seam))
             video = np.concatenate(chunks)
-            bounds = np.cumsum([len(c) for c in chunks])[:-1]  # index of each window's first new frame
             diffs.append(frame_diffs(video))
-            where.append([int(b) - 1 for b in bounds])
-        out[f"long_{seam}"] = _seam_stats(diffs, where) | {"frames": frames, "windows": len(chunks)}
+            if seam == "latents":  # cross-faded overlaps: every pair of each transition
+                where.append(overlap_pairs(pipe, frames))
+            else:  # a hard cut where each window's chunk starts
+                bounds = np.cumsum([len(c) for c in chunks])[:-1]
+                where.append([[int(b) - 1] for b in bounds])
+        out[f"long_{seam}"] = _seam_stats(diffs, where) | {"frames": frames, "windows": len(where[-1]) + 1}
         print(f"seams {seam} done", file=sys.stderr, flush=True)
     diffs, where = [], []
     for row in rows:
         clip = sb.ground_truth_generate(row, seed)  # 17 frames
         video = pipe.extend(clip, row["prompt"], 3.0, seed=seed).frames
         diffs.append(frame_diffs(video))  # inside: the ShapesWorld clip's and the generated frames' differences
-        where.append([len(clip) - 1])
+        # the clip's last 5 frames fade into their reconstruction, then the new frames follow:
+        # the pairs from entering the fade to the first new frame
+        m = 1 + pipe.bundle.latent["temporal_compression"] * (cond.OVERLAP - 1)
+        where.append([list(range(len(clip) - m - 1, len(clip)))])
     out["extend_clip"] = _seam_stats(diffs, where) | {
         "within_source_clip_mean": float(np.mean([frame_diffs(sb.ground_truth_generate(r, seed)).mean() for r in rows])),
         "within_generated_mean": float(np.mean([d[len(sb.ground_truth_generate(r, seed)):].mean() for d, r in zip(diffs, rows)])),
@@ -132,7 +163,7 @@ def seams(pipe: Pipeline, rows: list[dict], seed: int, frames: int) -> dict:
         video = pipe.generate(row["prompt"], frames=25, loop=True, seed=seed).frames
         d = frame_diffs(np.concatenate([video, video[:1]]))  # the last diff is the wrap
         diffs.append(d)
-        where.append([len(d) - 1])
+        where.append([[len(d) - 1]])
     out["loop_wrap"] = _seam_stats(diffs, where) | {"frames": 24}
     return out
 
@@ -203,7 +234,7 @@ def _seams_table(sm: dict) -> list[str]:
     lines = [
         "Frame-to-frame difference (mean |Δ| of consecutive frames, 0-255):",
         "",
-        "| seam | seams | across the seam (mean / max) | inside clips (mean / median / p90) | seam / inside |",
+        "| seam | seams × pairs | across the seam (mean / worst pair per seam / max) | inside clips (mean / median / p90) | seam / inside (means) |",
         "|---|---:|---:|---:|---:|",
     ]
     names = {
@@ -214,8 +245,11 @@ def _seams_table(sm: dict) -> list[str]:
     }
     for key, name in names.items():
         s = sm[key]
-        lines.append(f"| {name} | {s['seams']} | {s['seam_diff_mean']:.2f} / {s['seam_diff_max']:.2f} | "
+        lines.append(f"| {name} | {s['seams']} × {s['pairs_per_seam']:g} | {s['seam_diff_mean']:.2f} / {s['seam_worst_pair_mean']:.2f} / {s['seam_diff_max']:.2f} | "
                      f"{s['within_diff_mean']:.2f} / {s['within_diff_median']:.2f} / {s['within_diff_p90']:.2f} | {s['seam_over_within_mean']:.2f} |")
+    lines += ["", "A seam's pairs: one for a hard cut (decode + re-encode, the loop wrap); for a cross-faded "
+              "window overlap, every frame pair from entering the overlap to leaving it; for an extension, "
+              "from entering the clip's faded last frames to the first new frame."]
     e = sm["extend_clip"]
     lines += ["", f"Extension: inside the ShapesWorld clips {e['within_source_clip_mean']:.2f}, inside the generated parts {e['within_generated_mean']:.2f} (mean)."]
     return lines
