@@ -441,7 +441,7 @@ def run_suite(args) -> dict:
     from kinema.models.tiny_dit import DIT_SIZES
     from kinema.runtime import Pipeline
     from kinema.runtime.accel import Accel
-    from kinema.runtime.bundle import default_bundle_path
+    from kinema.export.tiny import fp32_reference
 
     threads = args.threads or os.cpu_count() or 1
     wanted = set(args.sections.split(",")) if args.sections else None
@@ -451,7 +451,7 @@ def run_suite(args) -> dict:
     t_start = time.perf_counter()
     work = Path(args.work) if args.work else Path(tempfile.mkdtemp(prefix="kinema-perf-"))
     work.mkdir(parents=True, exist_ok=True)
-    src = Path(args.bundle) if args.bundle else default_bundle_path()
+    src = fp32_reference(args.bundle, work)
     res: dict = {
         "machine": {"cpu": _cpu_name(), "cores": os.cpu_count(), "threads": threads, "python": platform.python_version(), "onnxruntime": ort.__version__, "torch": torch.__version__, "numpy": np.__version__},
         "bundle": str(src),

@@ -58,10 +58,11 @@ def main(argv=None) -> int:
     from kinema.quantize.compare import CompareSettings, check_report_dir, compare_bundles, write_report
     from kinema.quantize.quantize_bundle import quantize_bundle
     from kinema.quantize.search import search_recipe
-    from kinema.runtime.bundle import default_bundle_path, load_bundle
+    from kinema.export.tiny import fp32_reference
+    from kinema.runtime.bundle import load_bundle
 
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--bundle", type=Path, default=None, help="fp32 source bundle (default: the built-in kinema-tiny)")
+    ap.add_argument("--bundle", type=Path, default=None, help="fp32 source bundle (default: the built-in kinema-tiny, or an fp32 export of its weights when it is quantized)")
     ap.add_argument("--prompts", type=int, default=20, help="ShapesBench rows (x 1 seed) for the table (default: 20)")
     ap.add_argument("--target-psnr", type=float, default=35.0, help="target of the mixed-precision search, dB (default: 35)")
     ap.add_argument("--search-prompts", type=int, default=4, help="ShapesBench rows the search measures each unit on (default: 4)")
@@ -69,12 +70,12 @@ def main(argv=None) -> int:
     ap.add_argument("--work", type=Path, default=None, help="keep the quantized bundles in this folder")
     ap.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "results")
     args = ap.parse_args(argv)
-    src = shown = args.bundle or default_bundle_path()
     args.out.mkdir(parents=True, exist_ok=True)
     check_report_dir(args.out / "quantize_report", overwrite=True)  # before any work
     t0, c0 = time.perf_counter(), time.process_time()
     work = args.work or Path(tempfile.mkdtemp(prefix="kinema-quantize-table-"))
     work.mkdir(parents=True, exist_ok=True)
+    src = shown = fp32_reference(args.bundle, work)
     log = lambda msg: print(f"[{time.perf_counter() - t0:6.0f} s] {msg}", file=sys.stderr, flush=True)  # noqa: E731
     try:
         # a snapshot of the source, so that replacing the built-in bundle mid-run cannot mix two models

@@ -258,3 +258,20 @@ def export_tiny(
         }
 
     return write_bundle(out, build, overwrite=overwrite)
+
+
+def fp32_reference(bundle: Path | None, work: Path) -> Path:
+    """The fp32 bundle a precision benchmark starts from: `bundle` when given, the built-in one
+    when it is fp32, else (a quantized built-in) an export of the committed weights into
+    `work`/fp32-export, made once per work folder."""
+    from kinema.runtime.bundle import default_bundle_path, load_bundle
+
+    if bundle is not None:
+        return Path(bundle)
+    builtin = default_bundle_path()
+    if "quantization" not in load_bundle(builtin, verify_hashes=False).manifest:
+        return builtin
+    out = Path(work) / "fp32-export"
+    if not (out / "manifest.json").is_file():
+        export_tiny(out, overwrite=True)
+    return out

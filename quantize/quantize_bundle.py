@@ -537,7 +537,7 @@ def quantize_bundle(src_dir, out_dir, recipe: BundleRecipe | str, overwrite: boo
         raise InputError(f"output {out} is the source bundle; write the quantized bundle to another folder")
     already = {n: c.get("precision") for n, c in src.components.items() if c.get("precision", "fp32") != "fp32"}
     if already or "quantization" in src.manifest:
-        raise InputError(f"bundle {src.path} is already quantized ({already or 'quantization recorded'}); quantize from its fp32 source")
+        raise InputError(f"bundle {src.path} is already quantized ({already or 'quantization recorded'}); quantize from its fp32 source" + (" (`kinema export tiny -o DIR` writes kinema-tiny's)" if src.family == "tiny" else ""))
     if isinstance(recipe, str):
         recipe = preset(recipe, src.family)
     plans = plan(src, recipe)
