@@ -334,6 +334,16 @@ def forward(win: Windows, dec: StreamingDecoder, new: int, *, known: np.ndarray 
     win.pending = pending
 
 
+def _ramp_mix(clip: np.ndarray, decoded: np.ndarray, into: bool) -> np.ndarray:
+    """Float frames mixing uint8 `clip` frames with their `decoded` reconstruction ([0, 1]):
+    into=True fades from the clip into the reconstruction (all of it at the last frame);
+    into=False from the reconstruction into the clip (all clip at the last frame)."""
+    m = len(clip)
+    w = (np.arange(1, m + 1, dtype=np.float32) / m)[:, None, None, None]  # the weight of what is faded into
+    c = clip.astype(np.float32) / 255.0
+    return (1 - w) * c + w * decoded if into else (1 - w) * decoded + w * c
+
+
 def _fade_clip(clip: np.ndarray, chunks: Iterator[np.ndarray], m: int, fps: float) -> Iterator[np.ndarray]:
     """uint8 chunks: `clip` whose last m frames fade into the first m frames of `chunks` (their
     decoded reconstruction), then the rest of `chunks`; the weight of the reconstruction
@@ -345,9 +355,7 @@ def _fade_clip(clip: np.ndarray, chunks: Iterator[np.ndarray], m: int, fps: floa
         if sum(len(g) for g in got) >= m:
             break
     head = np.concatenate(got)
-    w = (np.arange(1, m + 1, dtype=np.float32) / m)[:, None, None, None]
-    faded = (1 - w) * (clip[len(clip) - m :].astype(np.float32) / 255.0) + w * head[:m]
-    yield np.concatenate([clip[: len(clip) - m], _u8(faded, fps)])
+    yield np.concatenate([clip[: len(clip) - m], _u8(_ramp_mix(clip[len(clip) - m :], head[:m], into=True), fps)])
     if len(head) > m:
         yield _u8(head[m:], fps)
     for c in rest:
@@ -477,13 +485,17 @@ def connect_frames(pipe, st, a: np.ndarray, b: np.ndarray, new_frames: int | Non
     n = win.native - OVERLAP - END_KNOWN if new_frames is None else max(1, round(new_frames / tm))
     if n > room:
         raise InputError(f"a transition of {new_frames} frames is longer than one window of this bundle leaves room for ({room * tm} frames, {room * tm / st.fps:g} s)")
-    start = encode_tail(pipe, a)
+    start, end = encode_tail(pipe, a), encode_head(pipe, b)
     k = start.shape[2]
-    lat = win.sample(k + n + END_KNOWN, start=start, end=encode_head(pipe, b))
-    dec = StreamingDecoder(pipe)
-    dec.push(start)
-    middle = dec.push(lat[:, :, k : k + n])[0]
-    return np.concatenate([a, _u8(middle, st.fps), b])
+    lat = win.sample(k + n + END_KNOWN, start=start, end=end, release=True)
+    # one decoder stream: a's tail (faded into the window's redraw of it, as window seams
+    # are), the transition, b's head; a's last frames fade into their reconstruction and b's
+    # first frames out of theirs, so neither cut is a jump from sharp frames to decoded ones
+    frames = StreamingDecoder(pipe).push(np.concatenate([blend(start, lat[:, :, :k]), lat[:, :, k:]], axis=2))[0]
+    ma, mb = 1 + tm * (k - 1), tm * END_KNOWN
+    a_end = _ramp_mix(a[len(a) - ma :], frames[:ma], into=True)
+    b_start = _ramp_mix(b[:mb], frames[len(frames) - mb :], into=False)
+    return np.concatenate([a[: len(a) - ma], _u8(a_end, st.fps), _u8(frames[ma : len(frames) - mb], st.fps), _u8(b_start, st.fps), b[mb:]])
 
 
 def edit_frames(pipe, st, clip: np.ndarray, strength: float, *, callback=None, cancel=None) -> np.ndarray:

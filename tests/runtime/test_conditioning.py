@@ -129,6 +129,13 @@ def test_extension_fades_the_clip_into_its_reconstruction():
     np.testing.assert_allclose(out[:, 0, 0, 0], expect, atol=1.0)
 
 
+def test_a_clip_fades_into_and_out_of_its_reconstruction():
+    clip = np.full((4, 1, 1, 3), 255, np.uint8)
+    recon = np.zeros((4, 1, 1, 3), np.float32)
+    np.testing.assert_allclose(cond._ramp_mix(clip, recon, into=True)[:, 0, 0, 0], [0.75, 0.5, 0.25, 0.0])
+    np.testing.assert_allclose(cond._ramp_mix(clip, recon, into=False)[:, 0, 0, 0], [0.25, 0.5, 0.75, 1.0])
+
+
 def test_first_window_noise_is_the_plain_generation_noise(pipe):
     st = pipe.check_inputs("a red ball", frames=17, seed=11)
     assert np.array_equal(cond.Windows(pipe, st).noise(5), pipe.initial_noise(st))
@@ -236,7 +243,10 @@ def test_connect_puts_a_transition_between_the_clips(pipe):
     a, b = _clip(9), _clip(5, seed=30)
     video = pipe.connect(a, b, "a red ball", seed=1, **FAST)
     assert video.num_frames == 9 + 8 + 5
-    assert np.array_equal(video.frames[:9], a) and np.array_equal(video.frames[-5:], b)
+    # a's last 5 frames fade into their reconstruction, b's first 4 out of theirs
+    assert np.array_equal(video.frames[:4], a[:4]) and np.array_equal(video.frames[-2:], b[-2:])
+    assert np.abs(video.frames[4:9].astype(int) - a[4:]).mean() < 40
+    assert np.abs(video.frames[-5:-2].astype(int) - b[:3]).mean() < 40
 
 
 @pytest.mark.parametrize(
