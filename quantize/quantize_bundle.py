@@ -239,6 +239,27 @@ def apply_recipe(p: ComponentPlan, src: Path, dst: Path, *, external_data: bool,
         _apply(p, src, dst, external_data, calibration)
 
 
+@contextmanager
+def _private_copy(src: Path):
+    """`src` (and its external data files) linked into a private temporary folder.
+
+    ORT's quantize_dynamic writes a scratch `<name>-inferred.onnx` next to the graph it
+    reads: beside a bundle in a read-only install that fails, and two runs on one bundle
+    would share the file. Links are made where the system allows them, copies elsewhere.
+    """
+    import tempfile
+
+    with tempfile.TemporaryDirectory(prefix="kinema-quantize-") as d:
+        for rel in [src.name, *external_data_locations(src)]:
+            target = Path(d) / rel
+            target.parent.mkdir(parents=True, exist_ok=True)
+            try:
+                target.symlink_to((src.parent / rel).resolve())
+            except OSError:
+                shutil.copyfile(src.parent / rel, target)
+        yield Path(d) / src.name
+
+
 def _apply(p: ComponentPlan, src: Path, dst: Path, external_data: bool, calibration: list[dict] | None) -> None:
     r = p.recipe
     dst.parent.mkdir(parents=True, exist_ok=True)
@@ -279,17 +300,18 @@ def _apply(p: ComponentPlan, src: Path, dst: Path, external_data: bool, calibrat
         import onnx
         from onnxruntime.quantization import QuantType, quantize_dynamic
 
-        quantize_dynamic(
-            src,
-            dst,
-            # Gemms reach ORT's op-type filter as MatMuls (see _dynamic_exclusions)
-            op_types_to_quantize=["MatMul"] * bool({"MatMul", "Gemm"} & set(r.op_types)) + [o for o in r.op_types if o in ("Conv", "Gather")],
-            per_channel=r.per_channel,
-            reduce_range=r.reduce_range,
-            weight_type=QuantType.QInt8,  # activations are always uint8 in ORT's dynamic mode (DynamicQuantizeLinear)
-            nodes_to_exclude=_dynamic_exclusions(onnx.load(str(src), load_external_data=False).graph, r, p.float_nodes),
-            use_external_data_format=external_data,
-        )
+        with _private_copy(src) as private:
+            quantize_dynamic(
+                private,
+                dst,
+                # Gemms reach ORT's op-type filter as MatMuls (see _dynamic_exclusions)
+                op_types_to_quantize=["MatMul"] * bool({"MatMul", "Gemm"} & set(r.op_types)) + [o for o in r.op_types if o in ("Conv", "Gather")],
+                per_channel=r.per_channel,
+                reduce_range=r.reduce_range,
+                weight_type=QuantType.QInt8,  # activations are always uint8 in ORT's dynamic mode (DynamicQuantizeLinear)
+                nodes_to_exclude=_dynamic_exclusions(onnx.load(str(src), load_external_data=False).graph, r, p.float_nodes),
+                use_external_data_format=external_data,
+            )
     elif isinstance(r, WeightOnly):
         import onnx
         from onnxruntime.quantization.matmul_nbits_quantizer import MatMulNBitsQuantizer

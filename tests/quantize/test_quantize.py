@@ -185,6 +185,24 @@ def test_int8_video_close_to_fp32_and_denoiser_smaller(bundles, videos):
 # ---------------------------------------------------------------------- errors
 
 
+def test_dynamic_int8_writes_no_scratch_file_beside_the_source(tiny_bundle, tmp_path, monkeypatch):
+    # ORT's quantize_dynamic shape-infers into "<graph>-inferred.onnx" next to the graph it is
+    # given: the source must not be that folder (a read-only install, two runs at once)
+    written = []
+    real = onnx.shape_inference.infer_shapes_path
+
+    def spy(model_path, output_path="", *args, **kwargs):
+        written.append(Path(output_path or model_path).resolve())
+        return real(model_path, output_path, *args, **kwargs)
+
+    monkeypatch.setattr(onnx.shape_inference, "infer_shapes_path", spy)
+    before = sorted(p.name for p in tiny_bundle.iterdir())
+    quantize_bundle(tiny_bundle, tmp_path / "int8", "int8")
+    src = tiny_bundle.resolve()
+    assert written and not any(src in w.parents for w in written)
+    assert sorted(p.name for p in tiny_bundle.iterdir()) == before
+
+
 def test_recipe_naming_a_missing_node_fails_before_writing(tiny_bundle, tmp_path):
     out = tmp_path / "bad"
     recipe = BundleRecipe("bad", {"denoiser": DynamicInt8(nodes_to_exclude=("ada", "foo"))})
