@@ -8,11 +8,10 @@ Measured in one run, at the bundle's default settings (size, steps, guidance, sa
   round trip (decode(encode(image))), and ShapesBench adherence of the animated clips next
   to text-only clips of the same rows and seeds;
 - seams: mean absolute frame-to-frame difference (0-255) across each window seam of long
-  text-to-video clips (latent reuse with cross-faded overlaps, the default: every frame
-  pair of the transition; decode/re-encode: the cut), across the seam between a
-  ShapesWorld clip and its forward extension (the fade and the first new frame), and
-  across a loop's wrap; each beside the typical (mean, median, p90) difference between
-  consecutive frames inside clips;
+  text-to-video clips (latent reuse, the default, and decode/re-encode), across the seam
+  between a ShapesWorld clip and its forward extension (every pair from entering the
+  clip's faded last frames to the first new frame), and across a loop's wrap; each beside
+  the typical (mean, median, p90) difference between consecutive frames inside clips;
 - a 60-second and a 4-second clip made by `kinema generate` in fresh processes: wall time
   (command start to file written) and peak RSS.
 Writes media_quality.json and media_quality.md; with --parts, the named parts replace
@@ -93,7 +92,7 @@ def image_to_video(pipe: Pipeline, rows: list[dict], seed: int) -> dict:
 
 def _seam_stats(diffs: list[np.ndarray], seams: list[list[list[int]]]) -> dict:
     """diffs per clip, and per clip its seams, each the list of indices i of the frame pairs
-    (i, i + 1) it spans: one pair for a hard cut, every pair of a cross-faded transition."""
+    (i, i + 1) it spans: one pair for a cut, every pair of a faded transition."""
     across = np.concatenate([d[i] for d, ss in zip(diffs, seams) for i in ss])
     worst = np.array([d[i].max() for d, ss in zip(diffs, seams) for i in ss])
     inside = np.concatenate([np.delete(d, [j for i in ss for j in i]) for d, ss in zip(diffs, seams)])
@@ -110,25 +109,6 @@ def _seam_stats(diffs: list[np.ndarray], seams: list[list[list[int]]]) -> dict:
     }
 
 
-def overlap_pairs(pipe: Pipeline, frames: int) -> list[list[int]]:
-    """Per window after the first, the frame pairs of its cross-faded overlap with the video so far.
-
-    The overlap's k latents at positions a .. a+k-1 are frames 4a-3 .. 4(a+k-1); the
-    transition runs from the pair that enters them (the last frame of latent a-1 to the
-    first of latent a) to the pair that leaves them: 4k + 1 pairs.
-    """
-    tm = pipe.bundle.latent["temporal_compression"]
-    native = (pipe.bundle.video.frames - pipe.bundle.video.frame_offset) // tm + 1
-    total = (frames - pipe.bundle.video.frame_offset) // tm + 1
-    out, done = [], 0
-    for k, n in cond.plan(total, native, 0):
-        if k:
-            a = done - k
-            out.append(list(range(tm * (a - 1), tm * (a + k - 1) + 1)))
-        done += n
-    return out
-
-
 def seams(pipe: Pipeline, rows: list[dict], seed: int, frames: int) -> dict:
     out = {}
     for seam in cond.SEAMS:
@@ -138,11 +118,8 @@ def seams(pipe: Pipeline, rows: list[dict], seed: int, frames: int) -> dict:
             chunks = list(cond.long_stream(pipe, st, seam=seam))
             video = np.concatenate(chunks)
             diffs.append(frame_diffs(video))
-            if seam == "latents":  # cross-faded overlaps: every pair of each transition
-                where.append(overlap_pairs(pipe, frames))
-            else:  # a hard cut where each window's chunk starts
-                bounds = np.cumsum([len(c) for c in chunks])[:-1]
-                where.append([[int(b) - 1] for b in bounds])
+            bounds = np.cumsum([len(c) for c in chunks])[:-1]  # index of each window's first new frame
+            where.append([[int(b) - 1] for b in bounds])
         out[f"long_{seam}"] = _seam_stats(diffs, where) | {"frames": frames, "windows": len(where[-1]) + 1}
         print(f"seams {seam} done", file=sys.stderr, flush=True)
     diffs, where = [], []
@@ -247,9 +224,8 @@ def _seams_table(sm: dict) -> list[str]:
         s = sm[key]
         lines.append(f"| {name} | {s['seams']} × {s['pairs_per_seam']:g} | {s['seam_diff_mean']:.2f} / {s['seam_worst_pair_mean']:.2f} / {s['seam_diff_max']:.2f} | "
                      f"{s['within_diff_mean']:.2f} / {s['within_diff_median']:.2f} / {s['within_diff_p90']:.2f} | {s['seam_over_within_mean']:.2f} |")
-    lines += ["", "A seam's pairs: one for a hard cut (decode + re-encode, the loop wrap); for a cross-faded "
-              "window overlap, every frame pair from entering the overlap to leaving it; for an extension, "
-              "from entering the clip's faded last frames to the first new frame."]
+    lines += ["", "A seam's pairs: one (the cut) for window seams and the loop wrap; for an extension, every "
+              "pair from entering the clip's faded last frames to the first new frame."]
     e = sm["extend_clip"]
     lines += ["", f"Extension: inside the ShapesWorld clips {e['within_source_clip_mean']:.2f}, inside the generated parts {e['within_generated_mean']:.2f} (mean)."]
     return lines

@@ -37,10 +37,6 @@ log = logging.getLogger("kinema")
 MAX_SECONDS = 300.0  # longest video (generated or extended) kinema makes window by window
 OVERLAP = 2  # latent frames a window takes from the one before it ("first k frames known")
 END_KNOWN = 1  # latent frames known at a window's end ("last frame known", as trained)
-# Below this noise level a window's known start is no longer held: the network redraws those
-# latents together with the new ones, and `forward` cross-fades them with the previous
-# window's, so a seam has no step where one window's content abruptly becomes the next's.
-RELEASE_SIGMA = 0.3
 LOOP_REDECODE = 2  # a loop's first latents decoded again after its closing window (see long_stream)
 SEAMS = ("latents", "reencode")
 POSITIONS = ("first", "leading", "last")  # manifest conditioning.known_frames vocabulary
@@ -164,8 +160,7 @@ class Windows:
         self.sigmas = pipe.sigmas(st)
         self.callback, self.cancel, self.accel = callback, cancel, accel
         self.index, self.total = 0, windows
-        self.first = self.last = None  # latents of the first window and the video's latest (forward sets them)
-        self.pending = None  # latents `forward` left undecoded (flush=False)
+        self.first = self.last = None  # latents of the first and the latest window (forward sets them)
         lat = pipe.bundle.latent
         self.channels = lat["channels"]
         self.tm = lat["temporal_compression"]
@@ -181,12 +176,8 @@ class Windows:
     def noise(self, t: int) -> np.ndarray:
         return self.rng.standard_normal((1, self.channels, t, self.h, self.w), dtype=np.float32)
 
-    def sample(self, t: int, *, start=None, end=None, x0=None, strength: float = 1.0, release: bool = False) -> np.ndarray:
-        """Latents (1, C, t, h, w): `start`/`end` latents known at the window's ends; x0 + strength = SDEdit.
-
-        release: the `start` latents are held only down to RELEASE_SIGMA, then denoised with
-        the new ones (see `forward`); `end` latents stay held to the last step.
-        """
+    def sample(self, t: int, *, start=None, end=None, x0=None, strength: float = 1.0) -> np.ndarray:
+        """Latents (1, C, t, h, w): `start`/`end` latents known at the window's ends; x0 + strength = SDEdit."""
         self.check_cancel()
         shape = (1, self.channels, t, self.h, self.w)
         noise = self.noise(t)
@@ -196,7 +187,7 @@ class Windows:
             x = noised(x0, noise, float(sigmas[0]), self.kind)
         else:
             x = noise * np.float32(prediction.initial_noise_scale(sigmas, self.kind))
-        cond = mask = rel = None
+        cond = mask = None
         if start is not None or end is not None:
             cond = np.zeros(shape, np.float32)
             mask = np.zeros((1, 1, t, 1, 1), np.float32)
@@ -206,12 +197,6 @@ class Windows:
             if end is not None:
                 k = end.shape[2]
                 cond[:, :, t - k :], mask[:, :, t - k :] = end, 1.0
-            if release and start is not None:
-                late = mask.copy()
-                late[:, :, : start.shape[2]] = 0.0
-                if end is not None:
-                    late[:, :, t - end.shape[2] :] = 1.0
-                rel = (late, RELEASE_SIGMA)
         i, n = self.index, self.total
 
         def on_step(p):
@@ -220,7 +205,7 @@ class Windows:
                 self.callback({**p, "window": i, "windows": n})
             self.check_cancel()
 
-        out = self.pipe.sample(self.st, x, sigmas, text=self.text, cond_latents=cond, cond_mask=mask, release=rel, callback=on_step, accel=self.accel)
+        out = self.pipe.sample(self.st, x, sigmas, text=self.text, cond_latents=cond, cond_mask=mask, callback=on_step, accel=self.accel)
         self.index += 1
         return out
 
@@ -239,99 +224,50 @@ def plan(new: int, native: int, known: int) -> list[tuple[int, int]]:
     return windows
 
 
-def _ramp(k: int) -> np.ndarray:
-    """Weights (1, 1, k, 1, 1) of a window's redrawn latents over a k-latent overlap: 1/(k+1) .. k/(k+1)."""
-    return (np.arange(1, k + 1, dtype=np.float32) / (k + 1)).reshape(1, 1, k, 1, 1)
-
-
-def blend(old: np.ndarray, redrawn: np.ndarray) -> np.ndarray:
-    """The overlap's latents: a linear cross-fade from the video's (`old`) to a later window's redraw."""
-    w = _ramp(old.shape[2])
-    return (1 - w) * old + w * redrawn
-
-
 def forward(win: Windows, dec: StreamingDecoder, new: int, *, known: np.ndarray | None = None,
-            emit_known: bool = False, keep_known: bool = False, seam: str = "latents", cross_fade: bool = True,
-            flush: bool = True) -> Iterator[np.ndarray]:
+            emit_known: bool = False, seam: str = "latents") -> Iterator[np.ndarray]:
     """Float frames (t, H, W, 3) of `new` latent frames after `known` (or from nothing), window by window.
 
-    Windows are the model's native length; each takes the video's last OVERLAP latents as
-    its known start. seam "latents" decodes the whole video through `dec`, one causal
-    stream; "reencode" decodes each window on its own and encodes the previous window's
-    last 4(OVERLAP-1)+1 decoded frames as the next known start (for measuring).
-
-    cross_fade (seam "latents"): a window holds its known start only down to RELEASE_SIGMA
-    and then redraws it with its new latents; the video's latents over the overlap become
-    a linear cross-fade from the previous window's to the redraw (`blend`). The last
-    OVERLAP latents are therefore decoded only when the next window is made, or at the
-    end; with flush=False they are left undecoded in `win.pending` (a loop's closing
-    window fades from them). `known` latents take part like a previous window's
-    (keep_known: they are held to the end, as an image's latent is, and nothing fades);
-    with emit_known their frames come first, else they are dropped.
-    `win.first`, `win.last` hold the first window's latents and the video's latest ones.
+    Windows are the model's native length; each takes the previous window's last OVERLAP
+    latents as its known start. seam "latents" decodes the whole video through `dec`, one
+    causal stream; "reencode" decodes each window on its own and encodes the previous
+    window's last 4(OVERLAP-1)+1 decoded frames as the next known start (for measuring).
+    `win.first` and `win.last` hold the first and the latest window's latents afterwards.
     """
     if seam not in SEAMS:
         raise InputError(f"seam {seam!r} is unknown; choose one of {', '.join(SEAMS)}")
-    fading = cross_fade and seam == "latents"
-    hold = OVERLAP if fading else 0
     keep = win.tm * (OVERLAP - 1) + 1
     tail = None  # the last decoded frames, for seam="reencode"
-    skip = 0 if known is None or emit_known else 1 + win.tm * (known.shape[2] - 1)  # known frames to drop
-    pending = None  # the video's latest latents, not decoded yet
 
     def decoded(lat):
-        nonlocal tail, skip
+        nonlocal tail
         frames = dec.push(lat)
         if frames is None:
             return None
-        f = frames[0]
-        tail = f if tail is None else np.concatenate([tail, f])[-keep:]
-        drop = min(skip, len(f))
-        skip -= drop
-        return f[drop:] if len(f) > drop else None
+        tail = frames[0] if tail is None else np.concatenate([tail, frames[0]])[-keep:]
+        return frames[0]
 
-    def settle(seq):
-        """Decode all but the last `hold` latents of seq; those wait in `pending`."""
-        nonlocal pending
-        cut = max(0, seq.shape[2] - hold)
-        pending = seq[:, :, cut:]
-        return decoded(seq[:, :, :cut]) if cut else None
-
-    last = known
+    prev = known
     if known is not None:
-        frames = settle(known)
-        if frames is not None:
+        frames = decoded(known)
+        if emit_known and frames is not None:
             yield frames
     for k, n in plan(new, win.native, 0 if known is None else known.shape[2]):
         if k == 0:
-            lat = seq = win.sample(n)
+            lat = win.sample(n)
         elif seam == "latents":
-            fixed = keep_known and last is known
-            lat = win.sample(k + n, start=last[:, :, -k:], release=fading and not fixed)
-            seq = lat[:, :, k:]
-            if fading:  # the undecoded overlap latents fade into the redraw, then the new ones follow
-                j = min(k, pending.shape[2])
-                m = pending.shape[2] - j
-                old = pending[:, :, m:]
-                seq = np.concatenate([pending[:, :, :m], old if fixed else blend(old, lat[:, :, k - j : k]), seq], axis=2)
+            lat = win.sample(k + n, start=prev[:, :, -k:])
         else:
             start = encode_tail(win.pipe, np.rint(np.clip(tail, 0, 1) * 255).astype(np.uint8), k)
             dec = StreamingDecoder(win.pipe)
             dec.push(start)
             k = start.shape[2]
             lat = win.sample(k + n, start=start)
-            seq = lat[:, :, k:]
         win.first = lat if win.first is None else win.first
-        last = win.last = lat
-        frames = settle(seq)
+        win.last = prev = lat
+        frames = decoded(lat[:, :, k:])
         if frames is not None:
             yield frames
-    if flush and pending is not None and pending.shape[2]:
-        frames = decoded(pending)
-        pending = None
-        if frames is not None:
-            yield frames
-    win.pending = pending
 
 
 def _ramp_mix(clip: np.ndarray, decoded: np.ndarray, into: bool) -> np.ndarray:
@@ -410,22 +346,12 @@ def long_stream(pipe, st, *, callback=None, cancel=None, accel=None, seam: str =
     bridge = win.native - OVERLAP - END_KNOWN if st.loop else 0  # new latents of the closing window
     main = total - bridge
     win.total = len(plan(main, win.native, 0)) + (1 if st.loop else 0)
-    chunks = (_u8(c, st.fps) for c in forward(win, dec, main, seam=seam, flush=not st.loop))
-    if not st.loop:
-        yield from chunks
-        return
-
-    def closed():
-        yield from chunks
-        fading = seam == "latents"
-        close = win.sample(OVERLAP + bridge + END_KNOWN, start=win.last[:, :, -OVERLAP:], end=win.first[:, :, 1:2], release=fading)
-        if fading:  # the clip's last latents fade into the closing window's redraw, as in `forward`
-            j = win.pending.shape[2]  # the clip's last latents not decoded yet (OVERLAP unless its last window was short)
-            yield _u8(dec.push(blend(win.pending, close[:, :, OVERLAP - j : OVERLAP]))[0], st.fps)
+    chunks = (_u8(c, st.fps) for c in forward(win, dec, main, seam=seam))
+    yield from _skip(chunks, win.tm * LOOP_REDECODE + 1) if st.loop else chunks
+    if st.loop:
+        close = win.sample(OVERLAP + bridge + END_KNOWN, start=win.last[:, :, -OVERLAP:], end=win.first[:, :, 1:2])
         yield _u8(dec.push(close[:, :, OVERLAP : OVERLAP + bridge])[0], st.fps)
         yield _u8(dec.push(win.first[:, :, 1 : 1 + LOOP_REDECODE])[0], st.fps)
-
-    yield from _skip(closed(), win.tm * LOOP_REDECODE + 1)
 
 
 def animate_stream(pipe, st, image: np.ndarray, *, callback=None, cancel=None) -> Iterator[np.ndarray]:
@@ -435,7 +361,7 @@ def animate_stream(pipe, st, image: np.ndarray, *, callback=None, cancel=None) -
     known = encode(pipe, image[:1])  # (1, C, 1, h, w)
     win = Windows(pipe, st, callback=callback, cancel=cancel)
     win.total = len(plan(total - 1, win.native, 1))
-    for chunk in forward(win, StreamingDecoder(pipe), total - 1, known=known, emit_known=True, keep_known=True):
+    for chunk in forward(win, StreamingDecoder(pipe), total - 1, known=known, emit_known=True):
         yield _u8(chunk, st.fps)
 
 
@@ -485,13 +411,13 @@ def connect_frames(pipe, st, a: np.ndarray, b: np.ndarray, new_frames: int | Non
     n = win.native - OVERLAP - END_KNOWN if new_frames is None else max(1, round(new_frames / tm))
     if n > room:
         raise InputError(f"a transition of {new_frames} frames is longer than one window of this bundle leaves room for ({room * tm} frames, {room * tm / st.fps:g} s)")
-    start, end = encode_tail(pipe, a), encode_head(pipe, b)
+    start = encode_tail(pipe, a)
     k = start.shape[2]
-    lat = win.sample(k + n + END_KNOWN, start=start, end=end, release=True)
-    # one decoder stream: a's tail (faded into the window's redraw of it, as window seams
-    # are), the transition, b's head; a's last frames fade into their reconstruction and b's
-    # first frames out of theirs, so neither cut is a jump from sharp frames to decoded ones
-    frames = StreamingDecoder(pipe).push(np.concatenate([blend(start, lat[:, :, :k]), lat[:, :, k:]], axis=2))[0]
+    lat = win.sample(k + n + END_KNOWN, start=start, end=encode_head(pipe, b))
+    # one decoder stream over a's tail, the transition and b's head: a's last frames fade into
+    # their reconstruction and b's first frames out of theirs, so neither cut is a jump from
+    # sharp frames to decoded ones
+    frames = StreamingDecoder(pipe).push(np.concatenate([start, lat[:, :, k:]], axis=2))[0]
     ma, mb = 1 + tm * (k - 1), tm * END_KNOWN
     a_end = _ramp_mix(a[len(a) - ma :], frames[:ma], into=True)
     b_start = _ramp_mix(b[:mb], frames[len(frames) - mb :], into=False)

@@ -373,13 +373,8 @@ class Pipeline(conditioning.MediaMixin):
         return Video.from_float(frames, st.fps, meta)
 
     def sample(self, st: GenerationSettings, x: np.ndarray, sigmas: np.ndarray, *, text=None, cond_latents=None,
-               cond_mask=None, release=None, callback=None, cancel=None, accel: accel_mod.Accel | None = None) -> np.ndarray:
-        """Latents sampled from state x at sigmas[0] to 0; frames where cond_mask is 1 are held at cond_latents.
-
-        release=(mask, sigma): at noise levels below sigma only the frames where `mask` is 1
-        stay held; the others released from cond_mask are denoised with the rest from there
-        on, as unknown frames, so the network can reconcile them with the new ones.
-        """
+               cond_mask=None, callback=None, cancel=None, accel: accel_mod.Accel | None = None) -> np.ndarray:
+        """Latents sampled from state x at sigmas[0] to 0; frames where cond_mask is 1 are held at cond_latents."""
 
         def check_cancel():
             if cancel is not None and cancel.is_set():
@@ -387,20 +382,9 @@ class Pipeline(conditioning.MediaMixin):
 
         text = self.encode_text([st.prompt, st.negative_prompt]) if text is None else text
         kind = self.bundle.sampler["prediction"]
-        def held(mask):
-            if mask is None or not mask.any():
-                return self.denoiser(st, text, guide_cache=accel_mod.guidance_cache(accel))
-            den = self.denoiser(st, text, cond_latents, mask, guide_cache=accel_mod.guidance_cache(accel))
-            return conditioning.hold_known(den, cond_latents, mask)
-
-        den = held(cond_mask)
-        if release is not None and cond_mask is not None:
-            late_mask, below = release
-            early, late = den, held(late_mask)
-
-            def den(x, sigma):
-                return early(x, sigma) if sigma >= below else late(x, sigma)
-
+        den = self.denoiser(st, text, cond_latents, cond_mask, guide_cache=accel_mod.guidance_cache(accel))
+        if cond_mask is not None:
+            den = conditioning.hold_known(den, cond_latents, cond_mask)
         model = accel_mod.accelerate(den, sigmas, accel)
 
         pmap = self.bundle.preview_map

@@ -50,75 +50,6 @@ def test_known_frames_follow_the_closed_form_and_end_at_the_given_latents(pipe):
     assert np.abs(out[:, :, 2:4] - eps[:, :, 2:4]).mean() > 0.1  # the free frames moved
 
 
-def test_a_released_start_is_held_down_to_the_release_sigma_then_redrawn(pipe, monkeypatch):
-    monkeypatch.setattr(cond, "RELEASE_SIGMA", 0.5)
-    st = pipe.check_inputs("a red ball", frames=17, steps=4, guidance=3.0, seed=5)
-    win = cond.Windows(pipe, st)
-    rng = np.random.default_rng(1)
-    start = rng.standard_normal((1, 8, 2, 8, 8)).astype(np.float32)
-    end = rng.standard_normal((1, 8, 1, 8, 8)).astype(np.float32)
-    eps = np.random.Generator(np.random.PCG64(5)).standard_normal((1, 8, 5, 8, 8), dtype=np.float32)
-    seen = []
-    win.callback = lambda p: seen.append((p["sigma"], p["x"].copy()))
-    out = win.sample(5, start=start, end=end, release=True)
-    sigmas = [s for s, _ in seen]
-    assert sigmas == pytest.approx([1.0, 0.667, 0.334, 0.001])
-    # held at σ >= RELEASE_SIGMA: the state at 0.334 comes from the last held step
-    for sigma, x in seen[:3]:
-        np.testing.assert_allclose(x[:, :, :2], (1 - sigma) * start + sigma * eps[:, :, :2], atol=1e-5)
-    # the steps from 0.334 use the network's own estimate: the start moves off its closed form
-    assert np.abs(seen[3][1][:, :, :2] - (0.999 * start + 0.001 * eps[:, :, :2])).mean() > 1e-3
-    assert np.abs(out[:, :, :2] - start).mean() > 1e-3
-    np.testing.assert_allclose(out[:, :, 4:], end, atol=1e-5)  # the end stays held
-
-
-class _FakeWindows:
-    """Stands in for `Windows`: window i is all i; records each call."""
-
-    tm, native = 4, 5
-
-    def __init__(self):
-        self.first = self.last = self.pending = None
-        self.calls = []
-
-    def sample(self, t, start=None, end=None, release=False):
-        self.calls.append((t, None if start is None else start.copy(), release))
-        return np.full((1, 1, t, 1, 1), float(len(self.calls) - 1), np.float32)
-
-
-class _FakeDecoder:
-    """Records pushed latents; returns (frames,) of the causal VAE's length filled with the latent values."""
-
-    def __init__(self):
-        self.pushed = []
-
-    def push(self, lat):
-        first = not self.pushed
-        self.pushed.append(lat.copy())
-        values = np.concatenate([lat[0, 0, :1, 0, 0]] * first + [np.repeat(lat[0, 0, first:, 0, 0], 4)])
-        return (np.broadcast_to(values[:, None, None, None], (len(values), 1, 1, 3)).copy(),)
-
-
-def test_windows_cross_fade_their_overlap_and_decode_it_once():
-    win, dec = _FakeWindows(), _FakeDecoder()
-    chunks = list(cond.forward(win, dec, 11))  # windows: 5 new, then 2 known + 3 new, twice
-    pushed = np.concatenate([p[0, 0, :, 0, 0] for p in dec.pushed])
-    third = 1 / 3
-    np.testing.assert_allclose(pushed, [0, 0, 0, third, 2 * third, 1, 1 + third, 1 + 2 * third, 2, 2, 2], atol=1e-6)
-    assert [(t, rel) for t, _, rel in win.calls] == [(5, False), (5, True), (5, True)]
-    np.testing.assert_allclose(win.calls[1][1][0, 0, :, 0, 0], [0, 0])  # window 1 starts from window 0's last two
-    np.testing.assert_allclose(win.calls[2][1][0, 0, :, 0, 0], [1, 1])
-    assert [len(c) for c in chunks] == [9, 12, 12, 8] and win.pending is None
-    # without blending each window's latents are decoded as they come
-    win, dec = _FakeWindows(), _FakeDecoder()
-    list(cond.forward(win, dec, 11, cross_fade=False))
-    np.testing.assert_allclose(np.concatenate([p[0, 0, :, 0, 0] for p in dec.pushed]), [0] * 5 + [1] * 3 + [2] * 3)
-    # flush=False leaves the last two latents for a loop's closing window
-    win, dec = _FakeWindows(), _FakeDecoder()
-    list(cond.forward(win, dec, 8, flush=False))
-    np.testing.assert_allclose(win.pending[0, 0, :, 0, 0], [1, 1])
-
-
 def test_extension_fades_the_clip_into_its_reconstruction():
     clip = np.full((9, 2, 2, 3), 200, np.uint8)
     decoded = [np.full((5, 2, 2, 3), 0.2, np.float32), np.full((4, 2, 2, 3), 0.3, np.float32)]
@@ -177,26 +108,17 @@ def test_edit_sigmas_start_at_the_strength():
     assert np.array_equal(cond.edit_sigmas(full, 1.0, "flow"), full)
 
 
-@pytest.mark.parametrize("frames,chunks", [(17, [9, 8]), (25, [9, 8, 8]), (41, [9, 12, 12, 8])])
+@pytest.mark.parametrize("frames,chunks", [(17, [17]), (25, [17, 8]), (41, [17, 12, 12])])
 def test_windows_stream_the_expected_frames(pipe, frames, chunks):
     st = pipe.check_inputs("a red ball", frames=frames, seed=3, **FAST)
     sizes = [len(c) for c in cond.long_stream(pipe, st)]
     assert sizes == chunks and sum(sizes) == frames
 
 
-def _no_blend(monkeypatch):
-    monkeypatch.setattr(cond, "RELEASE_SIGMA", 0.0)
-    monkeypatch.setattr(cond, "_ramp", lambda k: np.zeros((1, 1, k, 1, 1), np.float32))
-
-
-def test_long_video_starts_with_the_plain_clip(pipe, monkeypatch):
+def test_long_video_starts_with_the_plain_clip(pipe):
     long = pipe.generate("a red ball", frames=41, seed=3, **FAST)  # past max_frames=33: windowed
     plain = pipe.generate("a red ball", frames=17, seed=3, **FAST)
-    # the first 3 latents (9 frames) are the plain clip's; the next two fade into window 1's
-    assert long.num_frames == 41 and np.array_equal(long.frames[:9], plain.frames[:9])
-    assert not np.array_equal(long.frames[9:17], plain.frames[9:])
-    _no_blend(monkeypatch)
-    assert np.array_equal(pipe.generate("a red ball", frames=41, seed=3, **FAST).frames[:17], plain.frames)
+    assert long.num_frames == 41 and np.array_equal(long.frames[:17], plain.frames)
 
 
 def test_seconds_60_is_windowed_and_the_limit_is_checked_first(pipe):
@@ -211,9 +133,7 @@ def test_reencode_seams_also_stream(pipe):
     assert [len(c) for c in cond.long_stream(pipe, st, seam="reencode")] == [17, 8]
 
 
-def test_loop_writes_4k_frames_starting_inside_the_plain_clip(pipe, monkeypatch):
-    assert pipe.generate("a red ball", frames=25, loop=True, seed=3, **FAST).num_frames == 24
-    _no_blend(monkeypatch)  # the clip's last two latents, cross-faded into the closing window's, kept as they are
+def test_loop_writes_4k_frames_starting_inside_the_plain_clip(pipe):
     video = pipe.generate("a red ball", frames=25, loop=True, seed=3, **FAST)
     assert video.num_frames == 24 and video.metadata["loop"] == "True"
     # 7 latents = a plain 5-latent window + a closing window of 2 new ones; playback starts at
