@@ -120,7 +120,12 @@ def seams(pipe: Pipeline, rows: list[dict], seed: int, frames: int) -> dict:
             diffs.append(frame_diffs(video))
             bounds = np.cumsum([len(c) for c in chunks])[:-1]  # index of each window's first new frame
             where.append([[int(b) - 1] for b in bounds])
-        out[f"long_{seam}"] = _seam_stats(diffs, where) | {"frames": frames, "windows": len(where[-1]) + 1}
+        # a window seam is always a latent boundary (frame 4j -> 4j+1 of the causal VAE): the
+        # same kind of pair inside the clips, for a like-for-like reference
+        tm = pipe.bundle.latent["temporal_compression"]
+        boundary = [d[i] for d, w in zip(diffs, where) for i in range(0, len(d), tm) if all(i not in s for s in w)]
+        out[f"long_{seam}"] = _seam_stats(diffs, where) | {
+            "frames": frames, "windows": len(where[-1]) + 1, "within_latent_boundary_mean": float(np.mean(boundary))}
         print(f"seams {seam} done", file=sys.stderr, flush=True)
     diffs, where = [], []
     for row in rows:
@@ -226,6 +231,9 @@ def _seams_table(sm: dict) -> list[str]:
                      f"{s['within_diff_mean']:.2f} / {s['within_diff_median']:.2f} / {s['within_diff_p90']:.2f} | {s['seam_over_within_mean']:.2f} |")
     lines += ["", "A seam's pairs: one (the cut) for window seams and the loop wrap; for an extension, every "
               "pair from entering the clip's faded last frames to the first new frame."]
+    lines += ["", "A window seam is a latent boundary (frame 4j -> 4j+1); the same pairs inside the long clips: "
+              + ", ".join(f"{k.split('_')[1]} {sm[k]['within_latent_boundary_mean']:.2f}" for k in ("long_latents", "long_reencode")
+                          if "within_latent_boundary_mean" in sm[k]) + " (mean)."]
     e = sm["extend_clip"]
     lines += ["", f"Extension: inside the ShapesWorld clips {e['within_source_clip_mean']:.2f}, inside the generated parts {e['within_generated_mean']:.2f} (mean)."]
     return lines
