@@ -240,16 +240,18 @@ def apply_recipe(p: ComponentPlan, src: Path, dst: Path, *, external_data: bool,
 
 
 @contextmanager
-def _private_copy(src: Path):
-    """`src` (and its external data files) linked into a private temporary folder.
+def _private_copy(src: Path, near: Path):
+    """`src` (and its external data files) linked into a private temporary folder in `near`.
 
-    ORT's quantize_dynamic writes a scratch `<name>-inferred.onnx` next to the graph it
-    reads: beside a bundle in a read-only install that fails, and two runs on one bundle
-    would share the file. Links are made where the system allows them, copies elsewhere.
+    ORT's quantize_dynamic writes a scratch `<name>-inferred.onnx` (as large as the graph)
+    next to the graph it reads: beside a bundle in a read-only install that fails, and two
+    runs on one bundle would share the file. `near` is the output's staging folder, which
+    is writable and has room for the output anyway. Links are made where the system allows
+    them, copies elsewhere.
     """
     import tempfile
 
-    with tempfile.TemporaryDirectory(prefix="kinema-quantize-") as d:
+    with tempfile.TemporaryDirectory(prefix=".quantize-", dir=near) as d:
         for rel in [src.name, *external_data_locations(src)]:
             target = Path(d) / rel
             target.parent.mkdir(parents=True, exist_ok=True)
@@ -300,7 +302,7 @@ def _apply(p: ComponentPlan, src: Path, dst: Path, external_data: bool, calibrat
         import onnx
         from onnxruntime.quantization import QuantType, quantize_dynamic
 
-        with _private_copy(src) as private:
+        with _private_copy(src, dst.parent) as private:
             quantize_dynamic(
                 private,
                 dst,
