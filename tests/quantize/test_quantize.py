@@ -197,7 +197,7 @@ def test_dynamic_int8_writes_no_scratch_file_beside_the_source(tiny_bundle, tmp_
 
     monkeypatch.setattr(onnx.shape_inference, "infer_shapes_path", spy)
     before = sorted(p.name for p in tiny_bundle.iterdir())
-    quantize_bundle(tiny_bundle, tmp_path / "int8", "int8")
+    quantize_bundle(tiny_bundle, tmp_path / "int8", BundleRecipe("dyn", {"denoiser": DynamicInt8()}))  # the small graph only
     src = tiny_bundle.resolve()
     assert written and not any(src in w.parents for w in written)
     assert sorted(p.name for p in tiny_bundle.iterdir()) == before
