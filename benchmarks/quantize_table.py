@@ -78,8 +78,9 @@ def main(argv=None) -> int:
     src = shown = fp32_reference(args.bundle, work)
     log = lambda msg: print(f"[{time.perf_counter() - t0:6.0f} s] {msg}", file=sys.stderr, flush=True)  # noqa: E731
     try:
-        # a snapshot of the source, so that replacing the built-in bundle mid-run cannot mix two models
-        snap = work / "fp32"
+        # a snapshot of the source, so that replacing the built-in bundle mid-run cannot mix two
+        # models (an export fp32_reference made in `work` is one already)
+        snap = src if src.resolve().is_relative_to(work.resolve()) else work / "fp32"
         if not snap.exists():
             shutil.copytree(src, snap)
         load_bundle(snap)  # hashes checked
