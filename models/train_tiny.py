@@ -63,7 +63,11 @@ class DiTTrainConfig:
     ema: float = 0.999
     text_dropout: float = 0.1
     cond_prob: float = 0.35  # share of samples with some known latent frames
-    clips: int = 16000  # cached clips over all buckets, 2 captions each
+    clips: int = 16000  # cached clips over all buckets
+    captions: int = 4  # random phrasings per cached clip (templates and synonyms)
+    # Share of batches cut from inside a clip, its first 1-2 latents known: a long video's
+    # next window starts on the previous one's four-frame latents, not on a one-frame latent 0.
+    midclip: float = 0.15
     size: str = "tiny"
     seed: int = 0
 
@@ -302,7 +306,7 @@ def tune_decoder(out: Path, cfg: VAETrainConfig, max_minutes: float):
 
 @torch.no_grad()
 def build_dataset(out: Path, cfg: DiTTrainConfig):
-    """Render clips per bucket, encode them with the trained VAE, embed two captions each."""
+    """Render clips per bucket, encode them with the trained VAE, embed `cfg.captions` captions each."""
     path = out / "dit_data.pt"
     if path.exists():
         return torch.load(path, weights_only=False)
@@ -320,8 +324,8 @@ def build_dataset(out: Path, cfg: DiTTrainConfig):
                 mean, _ = vae.encode_moments(video)
             lat.append(vae._norm(mean.float()).half())
             for s in specs:
-                caps.append([len(captions), len(captions) + 1])
-                captions += [world.caption(s, rng), world.caption(s, rng)]
+                caps.append(list(range(len(captions), len(captions) + cfg.captions)))
+                captions += [world.caption(s, rng) for _ in range(cfg.captions)]
         data["buckets"][key] = {"latents": torch.cat(lat), "captions": torch.tensor(caps)}
         print(f"data: bucket {key}: {n} clips, {time.time() - t0:.0f}s", flush=True)
     encoder, tokenizer = TextEncoder.pretrained(), load_tokenizer()
@@ -409,17 +413,24 @@ def train_dit(out: Path, cfg: DiTTrainConfig, max_minutes: float, warm_start: bo
         bucket = data["buckets"][keys[rng.choice(len(keys), p=p)]]
         idx = torch.from_numpy(rng.integers(0, len(bucket["latents"]), cfg.batch))
         x0 = bucket["latents"][idx].float()  # (B, C, T, H, W)
-        cap = bucket["captions"][idx, torch.from_numpy(rng.integers(0, 2, cfg.batch))]
+        per_clip = bucket["captions"].shape[1]
+        cap = bucket["captions"][idx, torch.from_numpy(rng.integers(0, per_clip, cfg.batch))]
         drop = torch.from_numpy(rng.random(cfg.batch) < cfg.text_dropout)
         cap = torch.where(drop, torch.full_like(cap, data["empty"]), cap)
         text, tmask = data["text"][cap].float(), data["mask"][cap]
+        midclip = x0.shape[2] >= 4 and rng.random() < cfg.midclip
+        if midclip:  # a window inside the clip (>= 3 latents), continuing from its first 1-2 latents
+            x0 = x0[:, :, rng.integers(1, x0.shape[2] - 2) :]
         b, c, t, h, w = x0.shape
         # Rectified flow with logit-normal times (Esser et al. 2024): x_s = (1-s) x0 + s eps, v = eps - x0.
         sigma = torch.sigmoid(torch.from_numpy(rng.standard_normal(b)).float())
         noise = torch.from_numpy(rng.standard_normal(x0.shape, dtype=np.float32))
         s = sigma.view(b, 1, 1, 1, 1)
         xt = (1 - s) * x0 + s * noise
-        cmask = random_cond_mask(rng, b, t, cfg.cond_prob)
+        if midclip:
+            cmask = (torch.arange(t).view(1, 1, t, 1, 1) < torch.from_numpy(rng.integers(1, 3, b)).view(b, 1, 1, 1, 1)).float()
+        else:
+            cmask = random_cond_mask(rng, b, t, cfg.cond_prob)
         lr = lr_at(step - offset, cfg.steps - offset, cfg.lr, cfg.warmup)
         for g in opt.param_groups:
             g["lr"] = lr
