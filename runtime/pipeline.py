@@ -123,8 +123,8 @@ class Pipeline(conditioning.MediaMixin):
 
     def estimate_memory(self, frames: int | None = None, height: int | None = None, width: int | None = None, *, guidance: bool = True) -> dict[str, int]:
         """Bytes per stage and `peak` for one generation at this size (bundle defaults when None); see runtime/memory.py for the method."""
-        st = self.check_inputs("memory estimate", frames=frames, height=height, width=width)
-        return estimate_memory(self.bundle, st.frames, st.height, st.width, guidance=guidance)
+        _, frames, height, width = self._check_size(None, frames, None, height, width, False)
+        return estimate_memory(self.bundle, frames, height, width, guidance=guidance)
 
     def tokenizer(self):
         with self._lock:
@@ -172,30 +172,7 @@ class Pipeline(conditioning.MediaMixin):
         if not isinstance(negative_prompt, str) or len(negative_prompt) > MAX_PROMPT_CHARS:
             raise InputError(f"negative prompt must be text of at most {MAX_PROMPT_CHARS} characters")
 
-        fps = v.fps if fps is None else fps
-        if not _is_real(fps) or not math.isfinite(fps) or not 0 < fps <= 240:
-            raise InputError(f"fps={fps!r} must be a number in (0, 240]")
-        rule = f"{v.frame_multiple}k+{v.frame_offset}"
-        if frames is not None and seconds is not None:
-            raise InputError("give --frames or --seconds, not both")
-        if seconds is not None:
-            if not _is_real(seconds) or not math.isfinite(seconds) or seconds <= 0:
-                raise InputError(f"seconds={seconds!r} must be a number > 0")
-            k = max(0, round((seconds * fps - v.frame_offset) / v.frame_multiple))
-            frames = v.frame_multiple * k + v.frame_offset
-        frames = v.frames if frames is None else frames
-        if not _is_int(frames) or frames < 1 or (frames - v.frame_offset) % v.frame_multiple:
-            ok = ", ".join(str(v.frame_multiple * k + v.frame_offset) for k in range(1, 5))
-            raise InputError(f"frames={frames!r} must be {rule} (e.g. {ok}, ...) for this bundle's video decoder")
-        conditioning.check_length(self.bundle, frames, fps, seconds, bool(loop))  # past one window: window by window
-
-        height = v.height if height is None else height
-        width = v.width if width is None else width
-        for name, side in (("height", height), ("width", width)):
-            if not _is_int(side) or side % v.size_multiple:
-                raise InputError(f"{name}={side!r} must be a multiple of {v.size_multiple} for this bundle")
-            if not v.min_side <= side <= v.max_side:
-                raise InputError(f"{name}={side} is outside this bundle's range [{v.min_side}, {v.max_side}]")
+        fps, frames, height, width = self._check_size(fps, frames, seconds, height, width, loop)
 
         steps = s["steps"] if steps is None else steps
         if not _is_int(steps) or not 1 <= steps <= MAX_STEPS:
@@ -228,6 +205,35 @@ class Pipeline(conditioning.MediaMixin):
             cfg_mode=cfg_mode,
             loop=bool(loop),
         )
+
+    def _check_size(self, fps, frames, seconds, height, width, loop) -> tuple[float, int, int, int]:
+        """fps, frames, height and width resolved against the bundle's video rules."""
+        v = self.bundle.video
+        fps = v.fps if fps is None else fps
+        if not _is_real(fps) or not math.isfinite(fps) or not 0 < fps <= 240:
+            raise InputError(f"fps={fps!r} must be a number in (0, 240]")
+        rule = f"{v.frame_multiple}k+{v.frame_offset}"
+        if frames is not None and seconds is not None:
+            raise InputError("give --frames or --seconds, not both")
+        if seconds is not None:
+            if not _is_real(seconds) or not math.isfinite(seconds) or seconds <= 0:
+                raise InputError(f"seconds={seconds!r} must be a number > 0")
+            k = max(0, round((seconds * fps - v.frame_offset) / v.frame_multiple))
+            frames = v.frame_multiple * k + v.frame_offset
+        frames = v.frames if frames is None else frames
+        if not _is_int(frames) or frames < 1 or (frames - v.frame_offset) % v.frame_multiple:
+            ok = ", ".join(str(v.frame_multiple * k + v.frame_offset) for k in range(1, 5))
+            raise InputError(f"frames={frames!r} must be {rule} (e.g. {ok}, ...) for this bundle's video decoder")
+        conditioning.check_length(self.bundle, frames, fps, seconds, bool(loop))  # past one window: window by window
+
+        height = v.height if height is None else height
+        width = v.width if width is None else width
+        for name, side in (("height", height), ("width", width)):
+            if not _is_int(side) or side % v.size_multiple:
+                raise InputError(f"{name}={side!r} must be a multiple of {v.size_multiple} for this bundle")
+            if not v.min_side <= side <= v.max_side:
+                raise InputError(f"{name}={side} is outside this bundle's range [{v.min_side}, {v.max_side}]")
+        return float(fps), int(frames), int(height), int(width)
 
     # ------------------------------------------------------------------ stages
 

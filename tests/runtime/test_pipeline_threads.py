@@ -69,3 +69,16 @@ def test_logs_to_the_kinema_logger_and_prints_nothing(tiny_bundle, caplog, capsy
     assert len(opened) == 4 and any("denoiser graph" in m for m in opened)
     out = capsys.readouterr()
     assert out.out == "" and out.err == ""
+
+
+def test_an_estimate_checks_the_size_only_not_a_prompt(tiny_bundle, monkeypatch):
+    from kinema.runtime import pipeline as pipeline_mod
+
+    def refuse(prompt, policy):
+        raise AssertionError(f"the prompt policy ran on {prompt!r}")
+
+    monkeypatch.setattr(pipeline_mod, "check_prompt", refuse)
+    pipe = Pipeline.from_bundle(tiny_bundle)
+    assert pipe.estimate_memory(9, 32, 32)["peak"] > 0
+    with pytest.raises(AssertionError, match="policy ran"):
+        pipe.check_inputs("a red ball")
