@@ -359,6 +359,17 @@ def random_cond_mask(rng: np.random.Generator, b: int, t: int, p: float):
     return m
 
 
+def inside_window(rng: np.random.Generator, x0: torch.Tensor) -> torch.Tensor:
+    """The latents from a random four-frame latent (index >= 1) to the end, at least 3 of them."""
+    return x0[:, :, rng.integers(1, x0.shape[2] - 2) :]
+
+
+def first_known_mask(rng: np.random.Generator, b: int, t: int) -> torch.Tensor:
+    """(B, 1, T, 1, 1) masks with the first 1 or 2 latent frames known (a long video's overlap)."""
+    k = torch.from_numpy(rng.integers(1, 3, b)).view(b, 1, 1, 1, 1)
+    return (torch.arange(t).view(1, 1, t, 1, 1) < k).float()
+
+
 def train_dit(out: Path, cfg: DiTTrainConfig, max_minutes: float, warm_start: bool = False):
     data = build_dataset(out, cfg)
     torch.manual_seed(cfg.seed)
@@ -419,8 +430,8 @@ def train_dit(out: Path, cfg: DiTTrainConfig, max_minutes: float, warm_start: bo
         cap = torch.where(drop, torch.full_like(cap, data["empty"]), cap)
         text, tmask = data["text"][cap].float(), data["mask"][cap]
         midclip = x0.shape[2] >= 4 and rng.random() < cfg.midclip
-        if midclip:  # a window inside the clip (>= 3 latents), continuing from its first 1-2 latents
-            x0 = x0[:, :, rng.integers(1, x0.shape[2] - 2) :]
+        if midclip:
+            x0 = inside_window(rng, x0)
         b, c, t, h, w = x0.shape
         # Rectified flow with logit-normal times (Esser et al. 2024): x_s = (1-s) x0 + s eps, v = eps - x0.
         sigma = torch.sigmoid(torch.from_numpy(rng.standard_normal(b)).float())
@@ -428,7 +439,7 @@ def train_dit(out: Path, cfg: DiTTrainConfig, max_minutes: float, warm_start: bo
         s = sigma.view(b, 1, 1, 1, 1)
         xt = (1 - s) * x0 + s * noise
         if midclip:
-            cmask = (torch.arange(t).view(1, 1, t, 1, 1) < torch.from_numpy(rng.integers(1, 3, b)).view(b, 1, 1, 1, 1)).float()
+            cmask = first_known_mask(rng, b, t)
         else:
             cmask = random_cond_mask(rng, b, t, cfg.cond_prob)
         lr = lr_at(step - offset, cfg.steps - offset, cfg.lr, cfg.warmup)

@@ -1,0 +1,30 @@
+"""Training-batch helpers of the tiny family: windows cut from inside a clip and their known-start masks."""
+
+import numpy as np
+import torch
+
+from kinema.models import train_tiny as tt
+
+
+def test_inside_windows_start_on_a_four_frame_latent_and_keep_three():
+    x0 = torch.arange(7.0).view(1, 1, 7, 1, 1).expand(2, 3, 7, 2, 2)  # latent index as value
+    starts = set()
+    rng = np.random.default_rng(0)
+    for _ in range(200):
+        w = tt.inside_window(rng, x0)
+        assert w.shape[2] >= 3 and w.shape[:2] == (2, 3)
+        first = int(w[0, 0, 0, 0, 0])
+        assert torch.equal(w[0, 0, :, 0, 0], torch.arange(first, 7.0))  # a contiguous run to the end
+        starts.add(first)
+    assert starts == {1, 2, 3, 4}  # never latent 0 (the one-frame latent), all others reachable
+
+
+def test_first_known_masks_cover_one_or_two_latents():
+    rng = np.random.default_rng(1)
+    m = tt.first_known_mask(rng, 64, 5)
+    assert m.shape == (64, 1, 5, 1, 1)
+    known = m[:, 0, :, 0, 0]
+    k = known.sum(1)
+    assert set(k.tolist()) == {1.0, 2.0}
+    for row, n in zip(known, k):
+        assert torch.equal(row, (torch.arange(5) < n).float())  # a prefix, nothing after it
