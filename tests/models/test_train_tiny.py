@@ -28,3 +28,16 @@ def test_first_known_masks_cover_one_or_two_latents():
     assert set(k.tolist()) == {1.0, 2.0}
     for row, n in zip(known, k):
         assert torch.equal(row, (torch.arange(5) < n).float())  # a prefix, nothing after it
+
+
+def test_edge_loss_sees_edges_not_offsets():
+    video = torch.zeros(1, 3, 1, 8, 8)
+    plain, edged = tt.VAETrainConfig(object_weight=0.0), tt.VAETrainConfig(object_weight=0.0, edge_weight=2.0)
+    offset = video + 0.1  # the same error everywhere: no gradient error
+    assert torch.isclose(tt.recon_loss(offset, video, edged), tt.recon_loss(offset, video, plain))
+    assert torch.isclose(tt.recon_loss(offset, video, plain), torch.tensor(0.1**2 + 0.1))
+    stripes = video.clone()
+    stripes[..., :, ::2] = 0.1  # columns alternate 0.1, 0: |d/dx| = 0.1 everywhere, d/dy = 0
+    base = tt.recon_loss(stripes, video, plain)
+    assert torch.isclose(base, torch.tensor((0.1**2 + 0.1) / 2))
+    assert torch.isclose(tt.recon_loss(stripes, video, edged), base + 2.0 * 0.1)
