@@ -265,7 +265,7 @@ def tune_decoder(out: Path, cfg: VAETrainConfig, max_minutes: float):
     opt = torch.optim.AdamW(vae.decoder.parameters(), lr=cfg.lr, weight_decay=0.0)
     ckpt = out / "decoder.pt"
     step = 0
-    rng = np.random.default_rng(cfg.seed + 10)
+    rng = np.random.default_rng(cfg.seed + 10 + before)  # a further fine-tune sees new clips
     if ckpt.exists():
         state = torch.load(ckpt, weights_only=False)
         vae.decoder.load_state_dict(state["decoder"])
