@@ -139,8 +139,8 @@ def cmd_edit(args) -> int:
         _note(args, f"editing the first {n} of {len(clip.frames)} frames (the decoder needs 4k+1)")
     st = replace(st, frames=n)
     t0 = _start(args, pipe, st, f"editing {args.video} ({n} frames) at strength {strength:g}")
-    frames = conditioning.edit_frames(pipe, st, clip.frames[:n], strength, callback=_progress(args.quiet))
-    return _write(args, writer, [frames], conditioning.media_metadata(pipe, st, "edit", strength=strength), t0)
+    chunks = conditioning.edit_stream(pipe, st, clip.frames[:n], strength, callback=_progress(args.quiet))
+    return _write(args, writer, chunks, conditioning.media_metadata(pipe, st, "edit", strength=strength), t0)
 
 
 SHARED_FLAGS = ("output", "negative_prompt", "fps", "width", "height", "steps", "guidance", "seed", "sampler", "shift",

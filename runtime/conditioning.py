@@ -424,13 +424,39 @@ def connect_frames(pipe, st, a: np.ndarray, b: np.ndarray, new_frames: int | Non
     return np.concatenate([a[: len(a) - ma], _u8(a_end, st.fps), _u8(frames[ma : len(frames) - mb], st.fps), _u8(b_start, st.fps), b[mb:]])
 
 
-def edit_frames(pipe, st, clip: np.ndarray, strength: float, *, callback=None, cancel=None) -> np.ndarray:
-    """uint8 frames of the clip redone from sigma = strength (SDEdit); strength 1 = plain generation."""
+def edit_stream(pipe, st, clip: np.ndarray, strength: float, *, callback=None, cancel=None) -> Iterator[np.ndarray]:
+    """uint8 frame chunks of the clip redone from sigma = strength (SDEdit); strength 1 = plain generation.
+
+    A clip of one window is redone at once. A longer one goes window by window, as a long
+    video does: each window redoes the next source latents with the previous window's last
+    OVERLAP edited latents known at its start, and every window is decoded through one
+    causal stream.
+    """
     require(pipe.bundle, "edit a video", (), encoder=True)
     x0 = encode(pipe, clip)
+    t = x0.shape[2]
     win = Windows(pipe, st, callback=callback, cancel=cancel)
-    lat = win.sample(x0.shape[2], x0=x0, strength=strength)
-    return _u8(StreamingDecoder(pipe).push(lat)[0], st.fps)
+    windows = [(0, t)] if t <= win.most else plan(t, win.native, 0)
+    win.total = len(windows)
+    dec = StreamingDecoder(pipe)
+    prev, done = None, 0
+    for k, n in windows:
+        src = x0[:, :, done - k : done + n].copy()
+        if k:
+            src[:, :, :k] = prev[:, :, -k:]  # the known start is the edited video, noised like the rest
+        lat = win.sample(k + n, start=prev[:, :, -k:] if k else None, x0=src, strength=strength)
+        prev, done = lat, done + n
+        frames = dec.push(lat[:, :, k:])
+        if frames is not None:
+            yield _u8(frames[0], st.fps)
+
+
+def edit_length(bundle, n: int, name: str) -> int:
+    """Frames of a clip an edit uses: the most of the form 4k+1 it has; past one window only window by window."""
+    v = bundle.video
+    if n > v.max_frames and (why := can_condition(bundle, "leading")) is not None:
+        raise InputError(f"{name} has {n} frames after fitting; this bundle edits at most {v.max_frames} frames ({v.max_frames / v.fps:g} s at {v.fps:g} fps) and cannot go on window by window ({why}): trim it first")
+    return v.frame_multiple * ((n - v.frame_offset) // v.frame_multiple) + v.frame_offset
 
 
 # ---------------------------------------------------------------------------- Pipeline methods
@@ -442,14 +468,6 @@ def media_metadata(pipe, st, mode: str, **extra) -> dict[str, str]:
 
     return st.metadata() | {k: str(v) for k, v in extra.items()} | {
         "mode": mode, "bundle": pipe.bundle.name, "bundle_sha256": pipe.bundle.digest, "generator": _generator()}
-
-
-def edit_length(bundle, n: int, name: str) -> int:
-    """Frames of a clip an edit uses: the most of the form 4k+1 it has; InputError past one window."""
-    v = bundle.video
-    if n > v.max_frames:
-        raise InputError(f"{name} has {n} frames after fitting; an edit works on one window of at most {v.max_frames} frames ({v.max_frames / v.fps:g} s at {v.fps:g} fps): trim it first")
-    return v.frame_multiple * ((n - v.frame_offset) // v.frame_multiple) + v.frame_offset
 
 
 def load_image(image, st, fit: str, name: str = "image") -> inputs.Fitted:
@@ -525,7 +543,7 @@ class MediaMixin:
         from dataclasses import replace
 
         st = replace(st, frames=n)
-        frames = edit_frames(self, st, clip.frames[:n], strength, callback=callback, cancel=cancel)
+        frames = np.concatenate(list(edit_stream(self, st, clip.frames[:n], strength, callback=callback, cancel=cancel)))
         return self._video(frames, st, "edit", strength=strength)
 
 

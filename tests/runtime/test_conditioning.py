@@ -100,6 +100,30 @@ def test_edit_small_strength_stays_close_to_the_input(pipe):
     assert err_small < 0.3 * err_plain, (err_small, err_plain)
 
 
+def test_a_long_edit_at_strength_1_is_the_long_generation(pipe):
+    # 41 frames = 11 latents, past max_frames=33: windows of 5, then 2 known + 3 new, twice
+    plain = pipe.generate("a blue square", frames=41, seed=7, **FAST).frames
+    edited = pipe.edit(_clip(41), "a blue square", 1.0, seed=7, **FAST).frames
+    assert np.array_equal(plain, edited)
+
+
+def test_a_long_edit_goes_window_by_window(pipe):
+    clip = _clip(41)
+    st = pipe.check_inputs("a blue square", frames=41, seed=7, **FAST)
+    seen = []
+    chunks = list(cond.edit_stream(pipe, st, clip, 0.5, callback=lambda p: seen.append((p["window"], p["windows"]))))
+    assert [len(c) for c in chunks] == [17, 12, 12]
+    assert sorted(set(seen)) == [(0, 3), (1, 3), (2, 3)]
+    # the first window is the edit of the first 17 frames alone (the encoder and decoder are causal)
+    first = pipe.edit(clip[:17], "a blue square", 0.5, seed=7, **FAST).frames
+    assert np.abs(chunks[0].astype(int) - first.astype(int)).max() <= 1
+    # the later windows stay near the source too (strength 0.5), as near as the first does
+    rt = np.rint(np.clip(pipe.decode(cond.encode(pipe, clip))[0], 0, 1) * 255)
+    out = np.concatenate(chunks).astype(float)
+    err_first, err_rest = np.abs(out[:17] - rt[:17]).mean(), np.abs(out[17:] - rt[17:]).mean()
+    assert err_rest < 2.0 * err_first, (err_first, err_rest)
+
+
 def test_edit_sigmas_start_at_the_strength():
     full = flow_sigmas(20, 1.0)
     s = cond.edit_sigmas(full, 0.5, "flow")
@@ -176,7 +200,6 @@ def test_connect_puts_a_transition_between_the_clips(pipe):
         (lambda p: p.edit(_clip(9), "x", 1.5), "strength=1.5"),
         (lambda p: p.extend(_clip(9), "x", 0), "seconds=0"),
         (lambda p: p.extend(_clip(9), "x", 301), "seconds=301"),
-        (lambda p: p.edit(_clip(40), "x", 0.5), "at most 33 frames"),
         (lambda p: p.animate(_clip(1)[0], "x", fit="stretch"), "'stretch'"),
     ],
 )
@@ -207,6 +230,8 @@ def test_a_bundle_without_conditioning_or_encoder_says_so(tiny_bundle, tmp_path)
     p = _edited(tiny_bundle, tmp_path, lambda m: m["conditioning"].update(cond_latents=False))
     with pytest.raises(InputError, match="cannot go on window by window"):
         p.check_inputs("x", seconds=60)
+    with pytest.raises(InputError, match=r"has 40 frames after fitting; this bundle edits at most 33 frames .* cannot go on window by window"):
+        p.edit(_clip(40), "x", 0.5)
     with pytest.raises(BundleError, match="cannot animate an image: its denoiser takes no known latent frames"):
         p.animate(_clip(1)[0], "x")
     p = _edited(tiny_bundle, tmp_path / "2", lambda m: m["components"].pop("encoder"))

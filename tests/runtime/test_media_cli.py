@@ -63,6 +63,17 @@ def test_extend_connect_edit(tiny_bundle, media, outdir):
         assert read_video(outdir / name)[0].shape[0] == n, args
 
 
+@pytest.mark.slow
+def test_edit_past_one_window_streams_every_frame(tiny_bundle, outdir):
+    r = run_cli("generate", "a red ball", "--frames", "41", *FAST, "--bundle", tiny_bundle, "-q", "-o", outdir / "long.mp4")
+    assert r.returncode == 0, r.stderr
+    r = run_cli("edit", outdir / "long.mp4", "--strength", "0.6", "--prompt", "a blue square", *FAST, "--bundle", tiny_bundle, "-o", outdir / "edited.mp4")
+    assert r.returncode == 0, r.stderr
+    assert "window 3/3" in r.stderr
+    assert read_video(outdir / "edited.mp4")[0].shape[0] == 41
+    assert sorted(p.name for p in outdir.iterdir()) == ["edited.mp4", "long.mp4"]
+
+
 ERRORS = [
     (["animate", "{m}/missing.png"], ["no such image file"]),
     (["animate", "{m}/notes.txt"], ["cannot read", "not an image"]),
