@@ -37,6 +37,9 @@ CFG_MODES = ("batched", "sequential")
 MAX_STEPS = 1000
 MAX_GUIDANCE = 100.0
 MAX_PROMPT_CHARS = 2000
+# Graphs that run together and count as one component in low-memory mode: the decoder's
+# prefix and step graphs alternate chunk by chunk. Every other graph is its own component.
+SESSION_GROUPS = {"decoder_prefix": "decoder", "decoder_step": "decoder"}
 
 
 @dataclass(frozen=True)
@@ -112,9 +115,9 @@ class Pipeline(conditioning.MediaMixin):
             if name not in self._sessions:
                 if not self.bundle.has(name):
                     raise BundleError(f"bundle {self.bundle.path}: has no {name} graph")
-                if self.low_memory:  # the decoder's prefix and step graphs count as one component
-                    group = name.split("_")[0]
-                    for other in [k for k in self._sessions if k.split("_")[0] != group]:
+                if self.low_memory:  # one component open at a time (SESSION_GROUPS)
+                    group = SESSION_GROUPS.get(name, name)
+                    for other in [k for k in self._sessions if SESSION_GROUPS.get(k, k) != group]:
                         del self._sessions[other]  # a caller still running it keeps it alive until it returns
                 t0 = time.perf_counter()
                 self._sessions[name] = open_session(self.bundle.component_path(name), self.provider, self.threads)
