@@ -147,6 +147,14 @@ def seams(pipe: Pipeline, rows: list[dict], seed: int, frames: int) -> dict:
         diffs.append(d)
         where.append([[len(d) - 1]])
     out["loop_wrap"] = _seam_stats(diffs, where) | {"frames": 24}
+    # reference: the same prompts as plain one-window clips (what a window is on its own)
+    plain = [frame_diffs(pipe.generate(row["prompt"], seed=seed).frames) for row in rows]
+    tm = pipe.bundle.latent["temporal_compression"]
+    out["plain_clip"] = {
+        "clips": len(plain), "frames": len(plain[0]) + 1, "diff_mean": float(np.concatenate(plain).mean()),
+        "diff_median": float(np.median(np.concatenate(plain))),
+        "latent_boundary_mean": float(np.mean([d[i] for d in plain for i in range(0, len(d), tm)])),
+    }
     return out
 
 
@@ -234,6 +242,10 @@ def _seams_table(sm: dict) -> list[str]:
     lines += ["", "A window seam is a latent boundary (frame 4j -> 4j+1); the same pairs inside the long clips: "
               + ", ".join(f"{k.split('_')[1]} {sm[k]['within_latent_boundary_mean']:.2f}" for k in ("long_latents", "long_reencode")
                           if "within_latent_boundary_mean" in sm[k]) + " (mean)."]
+    if "plain_clip" in sm:
+        p = sm["plain_clip"]
+        lines += ["", f"The same prompts as plain {p['frames']}-frame clips (one window): {p['diff_mean']:.2f} per frame pair "
+                  f"(median {p['diff_median']:.2f}; latent boundaries {p['latent_boundary_mean']:.2f})."]
     e = sm["extend_clip"]
     lines += ["", f"Extension: inside the ShapesWorld clips {e['within_source_clip_mean']:.2f}, inside the generated parts {e['within_generated_mean']:.2f} (mean)."]
     return lines
