@@ -9,6 +9,7 @@ turns it into uint8 frames [T, H, W, 3] with analytic signed-distance anti-alias
 from __future__ import annotations
 
 import math
+import re
 from dataclasses import dataclass
 
 import numpy as np
@@ -363,13 +364,25 @@ def canonical_caption(spec: ClipSpec) -> str:
 # ---------------------------------------------------------------------------- prompt rows
 
 
+def stated_size(prompt: str, color: str) -> bool:
+    """Whether `prompt` names the size of its `color` object: captions put the size word right before the colour."""
+    words = "|".join(w for ws in _SIZE_WORDS.values() for w in ws)
+    return re.search(rf"\b({words}) {color}\b", prompt) is not None
+
+
 def spec_to_row(spec: ClipSpec, prompt: str) -> dict:
-    """The JSONL prompt row for `spec` (format shared with `shapes_bench.load_prompts`)."""
-    return {
-        "prompt": prompt,
-        "background": spec.background,
-        "objects": [{"color": o.color, "shape": o.shape, "motion": o.motion, "size": o.size} for o in spec.objects],
-    }
+    """The JSONL prompt row for `spec` (format shared with `shapes_bench.load_prompts`).
+
+    An object's "size" is in the row only when the prompt states it (captions omit it half
+    the time): a size the prompt does not ask for is not checked.
+    """
+    objects = []
+    for o in spec.objects:
+        obj = {"color": o.color, "shape": o.shape, "motion": o.motion}
+        if stated_size(prompt, o.color):
+            obj["size"] = o.size
+        objects.append(obj)
+    return {"prompt": prompt, "background": spec.background, "objects": objects}
 
 
 def row_to_spec(row: dict) -> ClipSpec:

@@ -63,6 +63,18 @@ def test_prompt_files_cover_the_world_and_match_the_generator():
     assert {(o["color"], o["shape"], o["motion"]) for r in HELD for o in r["objects"]} >= sw.HELD_OUT
 
 
+def test_rows_check_a_size_only_where_the_prompt_states_it():
+    objs = [(r["prompt"], o) for r in ROWS + HELD for o in r["objects"]]
+    stated = [(p, o) for p, o in objs if "size" in o]
+    assert 0.3 < len(stated) / len(objs) < 0.7  # captions name the size about half the time
+    words = {"small": ("small", "tiny", "little"), "large": ("large", "big")}
+    for p, o in objs:
+        named = [s for s, ws in words.items() if any(f"{w} {o['color']} " in p + " " for w in ws)]
+        assert named == ([o["size"]] if "size" in o else []), (p, o)
+    assert sw.stated_size("a tiny red star and a blue disc", "red") and not sw.stated_size("a tiny red star and a blue disc", "blue")
+    assert not sw.stated_size("a redder ball", "red") and sw.stated_size("a big red ball", "red")
+
+
 @pytest.mark.parametrize(
     "line,problem",
     [
@@ -148,7 +160,8 @@ def test_wrong_attributes_score_false():
         shapes = [s for s in sw.SHAPES if s != obj["shape"] and not (s == "circle" and obj["motion"] == "spin")]
         wrong_shape = sb.score_video(v, _swap(row, 0, "shape", shapes[rng.integers(len(shapes))]))
         assert not wrong_shape["objects"][0]["shape"], (row, wrong_shape["objects"][0])
-        wrong_size = sb.score_video(v, _swap(row, 0, "size", "small" if obj["size"] == "large" else "large"))
+        true_size = obj.get("size", "small")  # a row without a size renders small
+        wrong_size = sb.score_video(v, _swap(row, 0, "size", "small" if true_size == "large" else "large"))
         assert not wrong_size["objects"][0]["size"]
         for motion in sw.MOTIONS:
             if motion == obj["motion"] or (motion == "spin" and obj["shape"] == "circle"):
