@@ -428,20 +428,20 @@ def edit_stream(pipe, st, clip: np.ndarray, strength: float, *, callback=None, c
     """uint8 frame chunks of the clip redone from sigma = strength (SDEdit); strength 1 = plain generation.
 
     A clip of one window is redone at once. A longer one goes window by window, as a long
-    video does: each window redoes the next source latents with the previous window's last
-    OVERLAP edited latents known at its start, and every window is decoded through one
-    causal stream.
+    video does: each window encodes its own stretch of the clip (so the encoder's memory
+    does not grow with the clip) and redoes it with the previous window's last OVERLAP
+    edited latents known at its start; every window is decoded through one causal stream.
     """
     require(pipe.bundle, "edit a video", (), encoder=True)
-    x0 = encode(pipe, clip)
-    t = x0.shape[2]
     win = Windows(pipe, st, callback=callback, cancel=cancel)
+    t = (len(clip) - 1) // win.tm + 1
     windows = [(0, t)] if t <= win.most else plan(t, win.native, 0)
     win.total = len(windows)
     dec = StreamingDecoder(pipe)
     prev, done = None, 0
     for k, n in windows:
-        src = x0[:, :, done - k : done + n].copy()
+        # latents done-k .. done+n-1: a one-frame latent of frame tm*(done-k), then four-frame ones
+        src = encode(pipe, clip[win.tm * (done - k) : win.tm * (done + n - 1) + 1])
         if k:
             src[:, :, :k] = prev[:, :, -k:]  # the known start is the edited video, noised like the rest
         lat = win.sample(k + n, start=prev[:, :, -k:] if k else None, x0=src, strength=strength)

@@ -114,9 +114,9 @@ def test_a_long_edit_goes_window_by_window(pipe):
     chunks = list(cond.edit_stream(pipe, st, clip, 0.5, callback=lambda p: seen.append((p["window"], p["windows"]))))
     assert [len(c) for c in chunks] == [17, 12, 12]
     assert sorted(set(seen)) == [(0, 3), (1, 3), (2, 3)]
-    # the first window is the edit of the first 17 frames alone (the encoder and decoder are causal)
+    # the first window is the edit of the first 17 frames alone (each window encodes its own stretch)
     first = pipe.edit(clip[:17], "a blue square", 0.5, seed=7, **FAST).frames
-    assert np.abs(chunks[0].astype(int) - first.astype(int)).max() <= 1
+    assert np.array_equal(chunks[0], first)
     # the later windows stay near the source too (strength 0.5), as near as the first does
     rt = np.rint(np.clip(pipe.decode(cond.encode(pipe, clip))[0], 0, 1) * 255)
     out = np.concatenate(chunks).astype(float)
