@@ -165,7 +165,7 @@ class Pipeline(conditioning.MediaMixin):
         loop: bool = False,
     ) -> GenerationSettings:
         """Resolve settings against the bundle's defaults; raises InputError naming the first bad value."""
-        v, s = self.bundle.video, self.bundle.sampler
+        s = self.bundle.sampler
         if not isinstance(prompt, str) or not prompt.strip():
             raise InputError("prompt is empty; describe the video to generate")
         if len(prompt) > MAX_PROMPT_CHARS:
