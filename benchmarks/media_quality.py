@@ -150,9 +150,9 @@ def seams(pipe: Pipeline, rows: list[dict], seed: int, frames: int) -> dict:
     # reference: the same prompts as plain one-window clips (what a window is on its own)
     plain = [frame_diffs(pipe.generate(row["prompt"], seed=seed).frames) for row in rows]
     tm = pipe.bundle.latent["temporal_compression"]
+    pairs = np.concatenate(plain)
     out["plain_clip"] = {
-        "clips": len(plain), "frames": len(plain[0]) + 1, "diff_mean": float(np.concatenate(plain).mean()),
-        "diff_median": float(np.median(np.concatenate(plain))),
+        "clips": len(plain), "frames": len(plain[0]) + 1, "diff_mean": float(pairs.mean()), "diff_median": float(np.median(pairs)),
         "latent_boundary_mean": float(np.mean([d[i] for d in plain for i in range(0, len(d), tm)])),
     }
     return out

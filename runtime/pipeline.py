@@ -126,7 +126,7 @@ class Pipeline(conditioning.MediaMixin):
 
     def estimate_memory(self, frames: int | None = None, height: int | None = None, width: int | None = None, *, guidance: bool = True) -> dict[str, int]:
         """Bytes per stage and `peak` for one generation at this size (bundle defaults when None); see runtime/memory.py for the method."""
-        _, frames, height, width = self._check_size(None, frames, None, height, width, False)
+        _, frames, height, width = self._check_size(fps=None, frames=frames, seconds=None, height=height, width=width, loop=False)
         return estimate_memory(self.bundle, frames, height, width, guidance=guidance)
 
     def tokenizer(self):
