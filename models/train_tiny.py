@@ -53,6 +53,10 @@ class VAETrainConfig:
     # L1 between the spatial gradients of output and target: weight on edges and corners,
     # which the per-pixel loss of small shapes (a star's points) hardly sees.
     edge_weight: float = 0.0
+    # L1 between the frame-to-frame differences of output and target: a causal VAE with 4x
+    # time compression otherwise jumps more across each latent boundary (frame 4j -> 4j+1)
+    # than the clip moves, and a long video's window seams are such boundaries.
+    temporal_weight: float = 0.0
     seed: int = 0
 
 
@@ -177,6 +181,9 @@ def recon_loss(recon, video, cfg: VAETrainConfig):
         dx = (err[..., :, 1:] - err[..., :, :-1]).abs().mean()  # d(recon)/dx - d(video)/dx
         dy = (err[..., 1:, :] - err[..., :-1, :]).abs().mean()
         loss = loss + cfg.edge_weight * (dx + dy)
+    if cfg.temporal_weight:
+        dt = (err[:, :, 1:] - err[:, :, :-1]).abs().mean()  # d(recon)/dt - d(video)/dt
+        loss = loss + cfg.temporal_weight * dt
     return loss
 
 
@@ -496,6 +503,7 @@ def main(argv=None):
     ap.add_argument("--dit-steps", type=int, default=DiTTrainConfig.steps)
     ap.add_argument("--decoder-steps", type=int, default=1000, help="decoder fine-tune steps with the encoder frozen")
     ap.add_argument("--decoder-edge-weight", type=float, default=0.0, help="weight of the spatial-gradient L1 in the decoder fine-tune")
+    ap.add_argument("--decoder-temporal-weight", type=float, default=0.0, help="weight of the frame-difference L1 in the decoder fine-tune")
     ap.add_argument("--decoder-lr", type=float, default=3e-4)
     ap.add_argument("--threads", type=int, default=None)
     ap.add_argument("--warm-start", action="store_true", help="with no checkpoint in --out, continue the DiT from the committed weights for --dit-steps more steps")
@@ -511,7 +519,7 @@ def main(argv=None):
         if not train_dit(args.out, DiTTrainConfig(steps=args.dit_steps), (deadline - time.time()) / 60, args.warm_start):
             return
     if args.stage in ("decoder", "all"):
-        tune_decoder(args.out, VAETrainConfig(steps=args.decoder_steps, lr=args.decoder_lr, edge_weight=args.decoder_edge_weight), (deadline - time.time()) / 60)
+        tune_decoder(args.out, VAETrainConfig(steps=args.decoder_steps, lr=args.decoder_lr, edge_weight=args.decoder_edge_weight, temporal_weight=args.decoder_temporal_weight), (deadline - time.time()) / 60)
 
 
 if __name__ == "__main__":

@@ -41,3 +41,15 @@ def test_edge_loss_sees_edges_not_offsets():
     base = tt.recon_loss(stripes, video, plain)
     assert torch.isclose(base, torch.tensor((0.1**2 + 0.1) / 2))
     assert torch.isclose(tt.recon_loss(stripes, video, edged), base + 2.0 * 0.1)
+
+
+def test_temporal_loss_sees_jumps_between_frames_not_offsets():
+    video = torch.zeros(1, 3, 5, 4, 4)
+    plain, timed = tt.VAETrainConfig(object_weight=0.0), tt.VAETrainConfig(object_weight=0.0, temporal_weight=3.0)
+    offset = video + 0.1  # every frame off by the same amount: the motion is right
+    assert torch.isclose(tt.recon_loss(offset, video, timed), tt.recon_loss(offset, video, plain))
+    jump = video.clone()
+    jump[:, :, 2:] = 0.1  # frames 2-4 off by 0.1: one of the 4 frame pairs jumps by 0.1
+    base = tt.recon_loss(jump, video, plain)
+    assert torch.isclose(base, torch.tensor((0.1**2 + 0.1) * 3 / 5))
+    assert torch.isclose(tt.recon_loss(jump, video, timed), base + 3.0 * 0.1 / 4)
