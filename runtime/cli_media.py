@@ -105,7 +105,7 @@ def cmd_extend(args) -> int:
     t0 = _start(args, pipe, st, f"extending {args.video} ({len(clip.frames)} frames) {direction} by {args.seconds:g} s")
     meta = conditioning.media_metadata(pipe, st, "extend", seconds=args.seconds, backward=args.backward)
     if args.backward:
-        chunks = [conditioning.extend_backward(pipe, st, clip.frames, new, callback=_progress(args.quiet))]
+        chunks = conditioning.extend_backward_stream(pipe, st, clip.frames, new, callback=_progress(args.quiet))
     else:
         chunks = conditioning.extend_stream(pipe, st, clip.frames, new, callback=_progress(args.quiet))
     return _write(args, writer, chunks, meta, t0)

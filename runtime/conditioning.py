@@ -376,12 +376,15 @@ def extend_stream(pipe, st, clip: np.ndarray, new_frames: int, *, callback=None,
     yield from _fade_clip(clip, forward(win, StreamingDecoder(pipe), new, known=known, emit_known=True), m, st.fps)
 
 
-def extend_backward(pipe, st, clip: np.ndarray, new_frames: int, *, callback=None, cancel=None) -> np.ndarray:
-    """uint8 frames: about `new_frames` frames leading into the clip, then the clip.
+def extend_backward_stream(pipe, st, clip: np.ndarray, new_frames: int, *, callback=None, cancel=None) -> Iterator[np.ndarray]:
+    """uint8 frame chunks: about `new_frames` frames leading into the clip, then the clip.
 
     Each window has its known latent at its end (the next part's first frames, encode_head)
-    and 4j+1 new frames; windows are made from the clip back in time, so the new frames are
-    held until the earliest is made (memory grows with the new part only).
+    and 4j+1 new frames. Windows are made from the clip back in time, keeping only their
+    latents and the few decoded frames the earlier window is conditioned on; once the earliest
+    is made, each window is decoded again in time order and streamed, so memory holds latents,
+    not frames. A causal decoder's first frames depend only on the first latents, so the
+    frames a window is conditioned on are those it is later streamed with.
     """
     require(pipe.bundle, "extend a video backward", ("last",), encoder=True)
     tm = pipe.bundle.latent["temporal_compression"]
@@ -395,11 +398,26 @@ def extend_backward(pipe, st, clip: np.ndarray, new_frames: int, *, callback=Non
         sizes.append(j)
         left -= tm * j + 1
     win.total = len(sizes)
-    parts = [clip]
+    parts, head = [], clip[: tm * END_KNOWN]
     for j in sizes:
-        lat = win.sample(j + 1 + END_KNOWN, end=encode_head(pipe, parts[0]))
-        parts.insert(0, _u8(StreamingDecoder(pipe).push(lat[:, :, : j + 1])[0], st.fps))
-    return np.concatenate(parts)
+        lat = win.sample(j + 1 + END_KNOWN, end=encode_head(pipe, head))[:, :, : j + 1]
+        parts.append(lat)
+        head = _head(pipe, lat, tm * END_KNOWN, st.fps)
+    for lat in reversed(parts):
+        yield _u8(StreamingDecoder(pipe).push(lat)[0], st.fps)
+    yield clip
+
+
+def _head(pipe, lat: np.ndarray, n: int, fps: float) -> np.ndarray:
+    """The first n uint8 frames of latents `lat`, decoded only as far as they need."""
+    dec, got = StreamingDecoder(pipe), []
+    for i in range(lat.shape[2]):
+        f = dec.push(lat[:, :, i : i + 1])
+        if f is not None:
+            got.append(f[0])
+            if sum(len(g) for g in got) >= n:
+                break
+    return _u8(np.concatenate(got)[:n], fps)
 
 
 def connect_frames(pipe, st, a: np.ndarray, b: np.ndarray, new_frames: int | None = None, *, callback=None, cancel=None) -> np.ndarray:
@@ -513,7 +531,7 @@ class MediaMixin:
         if clip.note:
             log.info(clip.note)
         if backward:
-            frames = extend_backward(self, st, clip.frames, new, callback=callback, cancel=cancel)
+            frames = np.concatenate(list(extend_backward_stream(self, st, clip.frames, new, callback=callback, cancel=cancel)))
         else:
             frames = np.concatenate(list(extend_stream(self, st, clip.frames, new, callback=callback, cancel=cancel)))
         return self._video(frames, st, "extend", seconds=seconds, backward=backward)

@@ -183,6 +183,26 @@ def test_extend_backward_ends_with_the_clip(pipe):
     assert video.num_frames == 9 + 9 and np.array_equal(video.frames[-9:], clip)
 
 
+def test_extend_backward_streams_windows_in_time_order_equal_to_decoding_them_whole(pipe):
+    from kinema.runtime.decode import StreamingDecoder
+
+    clip = _clip(9)
+    st = pipe.check_inputs("a red ball", seed=3, **FAST)
+    chunks = list(cond.extend_backward_stream(pipe, st, clip, 24))
+    assert [len(c) for c in chunks] == [5, 9, 13, 9]  # earliest window first, then the clip
+    assert np.array_equal(chunks[-1], clip)
+    # reference: each window decoded whole and held, the next (earlier) one conditioned on
+    # the first frames of the whole decode
+    win, later, ref = cond.Windows(pipe, st), clip, []
+    for c in reversed(chunks[:-1]):
+        j = (len(c) - 1) // 4
+        lat = win.sample(j + 1 + cond.END_KNOWN, end=cond.encode_head(pipe, later))
+        later = cond._u8(StreamingDecoder(pipe).push(lat[:, :, : j + 1])[0], st.fps)
+        ref.insert(0, later)
+    for got, want in zip(chunks, ref):
+        assert np.array_equal(got, want)
+
+
 def test_connect_puts_a_transition_between_the_clips(pipe):
     a, b = _clip(9), _clip(5, seed=30)
     video = pipe.connect(a, b, "a red ball", seed=1, **FAST)
