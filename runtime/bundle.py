@@ -3,6 +3,10 @@
 A bundle is untrusted input. `load_bundle` checks the format name and version, the fields
 the runtime relies on and their bounds, that every file the manifest or a graph names
 stays inside the folder, and each file's size and sha256, before any graph is opened.
+Each graph file's identity (device, inode, size, modification time) is noted before it is
+hashed and compared again when the graph is opened (`Bundle.check_unchanged`), so a file
+replaced or rewritten in between (say, a bundle re-exported while an app has it loaded) is
+refused, not run.
 """
 
 from __future__ import annotations
@@ -10,7 +14,8 @@ from __future__ import annotations
 import hashlib
 import json
 import math
-from dataclasses import dataclass, fields
+import os
+from dataclasses import dataclass, field, fields
 from pathlib import Path, PurePosixPath
 from typing import Any
 
@@ -63,6 +68,8 @@ class VideoRules:
 class Bundle:
     path: Path
     manifest: dict[str, Any]
+    # component -> [(manifest name, path, identity when checked)] for the graph and its external data
+    stamps: dict[str, list] = field(default_factory=dict, compare=False, repr=False)
 
     @property
     def name(self) -> str:
@@ -81,6 +88,16 @@ class Bundle:
 
     def has(self, name: str) -> bool:
         return name in self.components
+
+    def check_unchanged(self, name: str) -> None:
+        """Raise BundleError when a file of component `name` is no longer the one load_bundle checked."""
+        for rel, path, stamp in self.stamps.get(name, ()):
+            try:
+                now = _stamp(path)
+            except OSError:
+                now = None
+            if now != stamp:
+                raise BundleError(f"bundle {self.path}: {rel} changed after the bundle was checked (replaced, rewritten or removed); load the bundle again")
 
     @property
     def video(self) -> VideoRules:
@@ -149,13 +166,20 @@ def _require(root: Path, obj: dict, key: str, kind, where: str):
     return value
 
 
-def _check_file(root: Path, entry: dict, where: str, verify_hashes: bool) -> Path:
+def _stamp(path: Path) -> tuple[int, int, int, int]:
+    st = os.stat(path)
+    return (st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns)
+
+
+def _check_file(root: Path, entry: dict, where: str, verify_hashes: bool, stamps: list | None = None) -> Path:
     rel = _require(root, entry, "file", str, where)
     full = _inside(root, rel, where)
     if not full.is_file():
         _fail(root, f"{where}: file {rel!r} is missing")
     size = _require(root, entry, "bytes", int, where)
     digest = _require(root, entry, "sha256", str, where)
+    if stamps is not None:
+        stamps.append((rel, full, _stamp(full)))  # before hashing: a later write changes it
     actual = full.stat().st_size
     if actual != size:
         _fail(root, f"{where}: {rel} is {actual} bytes, the manifest says {size} (file changed or truncated)")
@@ -254,15 +278,16 @@ def load_bundle(path: str | Path, *, verify_hashes: bool = True) -> Bundle:
     _check_file(root, tok_entry, "tokenizer", verify_hashes)
     for i, extra in enumerate(_require(root, m, "files", list, "manifest")):
         _check_file(root, extra, f"files[{i}]", verify_hashes)
+    stamps: dict[str, list] = {}
     for name, comp in comps.items():
         where = f"component {name}"
-        full = _check_file(root, comp, where, verify_hashes)
+        full = _check_file(root, comp, where, verify_hashes, stamps.setdefault(name, []))
         declared = {}
         ext_list = comp.get("external_data", [])
         if not isinstance(ext_list, list):
             _fail(root, f"manifest: {where}.external_data must be a list of files")
         for j, ext in enumerate(ext_list):
-            ext_path = _check_file(root, ext, f"{where} external_data[{j}]", verify_hashes)
+            ext_path = _check_file(root, ext, f"{where} external_data[{j}]", verify_hashes, stamps[name])
             declared[ext_path] = ext["file"]
         for loc in external_data_locations(full):
             # ONNX Runtime resolves locations against the graph's own folder.
@@ -272,4 +297,4 @@ def load_bundle(path: str | Path, *, verify_hashes: bool = True) -> Bundle:
                 _fail(root, f"{where}: graph names external data {loc!r} that the manifest does not list with a hash")
         _require(root, comp, "inputs", list, where)
         _require(root, comp, "outputs", list, where)
-    return Bundle(path=root.resolve(), manifest=m)
+    return Bundle(path=root.resolve(), manifest=m, stamps=stamps)

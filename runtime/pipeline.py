@@ -120,6 +120,7 @@ class Pipeline(conditioning.MediaMixin):
                     for other in [k for k in self._sessions if SESSION_GROUPS.get(k, k) != group]:
                         del self._sessions[other]  # a caller still running it keeps it alive until it returns
                 t0 = time.perf_counter()
+                self.bundle.check_unchanged(name)  # still the file load_bundle hashed
                 self._sessions[name] = open_session(self.bundle.component_path(name), self.provider, self.threads)
                 log.info("opened %s graph of %s on %s in %.2f s", name, self.bundle.name, self.provider, time.perf_counter() - t0)
             return self._sessions[name]

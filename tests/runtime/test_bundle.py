@@ -409,3 +409,34 @@ def test_external_data_listed_with_hash_loads(copy):
 def test_fixture_bundle_untouched_by_the_tampering_above(tiny_bundle):
     """The copies were hard links; had any test written through one, the fixture would now fail its hashes."""
     load_bundle(tiny_bundle, verify_hashes=True)
+
+
+def test_a_graph_swapped_after_the_check_is_refused_when_opened(copy):
+    from kinema.runtime import Pipeline
+
+    pipe = Pipeline(load_bundle(copy))
+    pipe.session("text_encoder")  # unchanged: opens
+    # another valid graph put in the denoiser's place between the check and its first use
+    replace_bytes(copy / "denoiser.onnx", (copy / "decoder_step.onnx").read_bytes())
+    with pytest.raises(BundleError) as e:
+        pipe.session("denoiser")
+    msg = str(e.value)
+    assert "\n" not in msg and "denoiser.onnx" in msg and "changed after the bundle was checked" in msg
+    assert "denoiser" not in pipe._sessions
+    load_error(copy)  # and loading it again names the mismatch
+
+
+@pytest.mark.parametrize("change", ["rewrite", "remove"])
+def test_a_graph_rewritten_in_place_or_removed_after_the_check_is_refused(copy, change):
+    bundle = load_bundle(copy)
+    bundle.check_unchanged("decoder_step")
+    path = copy / "decoder_step.onnx"
+    if change == "rewrite":
+        data = bytearray(path.read_bytes())
+        data[-10] ^= 0x01
+        replace_bytes(path, bytes(data))
+    else:
+        path.unlink()
+    with pytest.raises(BundleError, match="decoder_step.onnx changed after the bundle was checked"):
+        bundle.check_unchanged("decoder_step")
+    bundle.check_unchanged("denoiser")  # the others are untouched
