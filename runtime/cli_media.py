@@ -121,8 +121,8 @@ def cmd_connect(args) -> int:
     b = conditioning.load_clip(args.b, st, args.fit)
     _note(args, b.note)
     t0 = _start(args, pipe, st, f"connecting {args.a} ({len(a.frames)} frames) to {args.b} ({len(b.frames)} frames)")
-    frames = conditioning.connect_frames(pipe, st, a.frames, b.frames, new, callback=_progress(args.quiet))
-    return _write(args, writer, [frames], conditioning.media_metadata(pipe, st, "connect"), t0)
+    chunks = conditioning.connect_stream(pipe, st, a.frames, b.frames, new, callback=_progress(args.quiet))
+    return _write(args, writer, chunks, conditioning.media_metadata(pipe, st, "connect"), t0)
 
 
 def cmd_edit(args) -> int:

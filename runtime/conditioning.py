@@ -420,26 +420,50 @@ def _head(pipe, lat: np.ndarray, n: int, fps: float) -> np.ndarray:
     return _u8(np.concatenate(got)[:n], fps)
 
 
-def connect_frames(pipe, st, a: np.ndarray, b: np.ndarray, new_frames: int | None = None, *, callback=None, cancel=None) -> np.ndarray:
-    """uint8 frames: clip a, a transition made in one window (start from a's end, end into b's start), clip b."""
+def connect_stream(pipe, st, a: np.ndarray, b: np.ndarray, new_frames: int | None = None, *, callback=None, cancel=None) -> Iterator[np.ndarray]:
+    """uint8 frame chunks: clip a, a transition from a's end into b's start, clip b.
+
+    A transition of one window starts from a's last latents and ends on b's first. A longer
+    one goes window by window like a long `generate` (each window starting from the previous
+    one's last OVERLAP latents) and only its last window ends on b. One decoder stream runs
+    over a's tail, the transition and b's head: a's last frames fade into their
+    reconstruction and b's first frames out of theirs, so neither cut is a jump from sharp
+    frames to decoded ones. Frames are streamed; only b's head reconstruction is held back.
+    """
     require(pipe.bundle, "connect two videos", ("leading", "last"), encoder=True)
     tm = pipe.bundle.latent["temporal_compression"]
     win = Windows(pipe, st, callback=callback, cancel=cancel)
-    room = win.most - OVERLAP - END_KNOWN
+    room = win.most - OVERLAP - END_KNOWN  # new latents a window with both ends known can hold
     n = win.native - OVERLAP - END_KNOWN if new_frames is None else max(1, round(new_frames / tm))
-    if n > room:
-        raise InputError(f"a transition of {new_frames} frames is longer than one window of this bundle leaves room for ({room * tm} frames, {room * tm / st.fps:g} s)")
-    start = encode_tail(pipe, a)
+    last = min(n, room)
+    start, end = encode_tail(pipe, a), encode_head(pipe, b)
     k = start.shape[2]
-    lat = win.sample(k + n + END_KNOWN, start=start, end=encode_head(pipe, b))
-    # one decoder stream over a's tail, the transition and b's head: a's last frames fade into
-    # their reconstruction and b's first frames out of theirs, so neither cut is a jump from
-    # sharp frames to decoded ones
-    frames = StreamingDecoder(pipe).push(np.concatenate([start, lat[:, :, k:]], axis=2))[0]
+    win.total = len(plan(n - last, win.native, k)) + 1
     ma, mb = 1 + tm * (k - 1), tm * END_KNOWN
-    a_end = _ramp_mix(a[len(a) - ma :], frames[:ma], into=True)
-    b_start = _ramp_mix(b[:mb], frames[len(frames) - mb :], into=False)
-    return np.concatenate([a[: len(a) - ma], _u8(a_end, st.fps), _u8(frames[ma : len(frames) - mb], st.fps), _u8(b_start, st.fps), b[mb:]])
+
+    def transition() -> Iterator[np.ndarray]:  # float frames of a's tail, the new latents and b's head
+        dec = StreamingDecoder(pipe)
+        yield from forward(win, dec, n - last, known=start, emit_known=True)
+        prev = win.last if n > last else start
+        j = min(OVERLAP, prev.shape[2])
+        lat = win.sample(j + last + END_KNOWN, start=prev[:, :, -j:], end=end)
+        frames = dec.push(lat[:, :, j:])
+        if frames is not None:
+            yield frames[0]
+
+    yield a[: len(a) - ma]
+    held = np.zeros((0, *a.shape[1:]), np.float32)
+    faded = False
+    for f in transition():
+        held = np.concatenate([held, f])
+        if not faded and len(held) >= ma:
+            yield _u8(_ramp_mix(a[len(a) - ma :], held[:ma], into=True), st.fps)
+            held, faded = held[ma:], True
+        if faded and len(held) > mb:
+            yield _u8(held[: len(held) - mb], st.fps)
+            held = held[len(held) - mb :]
+    yield _u8(_ramp_mix(b[:mb], held, into=False), st.fps)
+    yield b[mb:]
 
 
 def edit_stream(pipe, st, clip: np.ndarray, strength: float, *, callback=None, cancel=None) -> Iterator[np.ndarray]:
@@ -546,7 +570,7 @@ class MediaMixin:
         for c in clips:
             if c.note:
                 log.info(c.note)
-        frames = connect_frames(self, st, clips[0].frames, clips[1].frames, new, callback=callback, cancel=cancel)
+        frames = np.concatenate(list(connect_stream(self, st, clips[0].frames, clips[1].frames, new, callback=callback, cancel=cancel)))
         return self._video(frames, st, "connect")
 
     def edit(self, video, prompt: str, strength: float, *, fit: str = "crop", callback=None, cancel=None, **settings) -> Video:

@@ -213,6 +213,39 @@ def test_connect_puts_a_transition_between_the_clips(pipe):
     assert np.abs(video.frames[-5:-2].astype(int) - b[:3]).mean() < 40
 
 
+def test_connect_of_one_window_is_one_sample_between_both_ends(pipe):
+    from kinema.runtime.decode import StreamingDecoder
+
+    a, b = _clip(9), _clip(5, seed=30)
+    st = pipe.check_inputs("a red ball", seed=4, **FAST)
+    chunks = list(cond.connect_stream(pipe, st, a, b))
+    got = np.concatenate(chunks)
+    # reference: one window from a's last 2 latents to b's first, decoded in one stream
+    win = cond.Windows(pipe, st)
+    start, end = cond.encode_tail(pipe, a), cond.encode_head(pipe, b)
+    lat = win.sample(2 + 2 + 1, start=start, end=end)
+    frames = StreamingDecoder(pipe).push(np.concatenate([start, lat[:, :, 2:]], axis=2))[0]
+    want = np.concatenate([a[:4], cond._u8(cond._ramp_mix(a[4:], frames[:5], into=True), st.fps),
+                           cond._u8(frames[5:-4], st.fps), cond._u8(cond._ramp_mix(b[:4], frames[-4:], into=False), st.fps), b[4:]])
+    assert np.array_equal(got, want)
+
+
+def test_a_connect_longer_than_a_window_continues_a_like_extend_and_ends_on_b(pipe):
+    a, b = _clip(9), _clip(9, seed=30)
+    st = pipe.check_inputs("a red ball", seed=4, **FAST)
+    room = cond.Windows(pipe, st).most - cond.OVERLAP - cond.END_KNOWN  # new latents of a two-ended window
+    n = room + 4
+    # the first 4 new latents go from a's end window by window, as `extend` makes them; the
+    # last window makes the remaining `room` with b's first latent known at its end
+    chunks = list(cond.connect_stream(pipe, st, a, b, 4 * n))
+    got = np.concatenate(chunks)
+    assert len(got) == 9 + 4 * n + 9 and len(chunks) > 4  # streamed, not one block
+    assert np.array_equal(got[:4], a[:4]) and np.array_equal(got[-5:], b[-5:])
+    ext = np.concatenate(list(cond.extend_stream(pipe, st, a, 16)))
+    assert np.array_equal(got[: 9 + 16], ext[: 9 + 16])
+    assert np.abs(got[-9:-5].astype(int) - b[:4]).mean() < 40  # fades into b's own frames
+
+
 @pytest.mark.parametrize(
     "call,needle",
     [
