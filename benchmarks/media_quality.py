@@ -142,6 +142,18 @@ def seams(pipe: Pipeline, rows: list[dict], seed: int, frames: int) -> dict:
     }
     diffs, where = [], []
     for row in rows:
+        clip = sb.ground_truth_generate(row, seed)
+        st = pipe.check_inputs(row["prompt"], seed=seed)
+        # backward: windows made from the clip back in time, each decoded on its own, then the
+        # clip; a seam between each pair of chunks (the last one: new frames -> the clip), its
+        # pairs from the window's last new frame through the next part's faded first frames
+        chunks = list(cond.extend_backward_stream(pipe, st, clip, cond.check_seconds(3.0, st.fps)))
+        diffs.append(frame_diffs(np.concatenate(chunks)))
+        m = pipe.bundle.latent["temporal_compression"] * cond.END_KNOWN
+        where.append([list(range(int(b) - 1, int(b) - 1 + m)) for b in np.cumsum([len(c) for c in chunks])[:-1]])
+    out["extend_backward_clip"] = _seam_stats(diffs, where)
+    diffs, where = [], []
+    for row in rows:
         video = pipe.generate(row["prompt"], frames=25, loop=True, seed=seed).frames
         d = frame_diffs(np.concatenate([video, video[:1]]))  # the last diff is the wrap
         diffs.append(d)
@@ -231,14 +243,18 @@ def _seams_table(sm: dict) -> list[str]:
         "long_latents": f"long clip, {sm['long_latents']['frames']} frames, latents reused (default)",
         "long_reencode": f"long clip, {sm['long_reencode']['frames']} frames, decode + re-encode",
         "extend_clip": "ShapesWorld clip -> its extension (3 s)",
+        "extend_backward_clip": "backward extension (3 s, window by window) -> ShapesWorld clip",
         "loop_wrap": "loop wrap (24-frame loop, last -> first)",
     }
     for key, name in names.items():
+        if key not in sm:  # a result file from before the row existed
+            continue
         s = sm[key]
         lines.append(f"| {name} | {s['seams']} × {s['pairs_per_seam']:g} | {s['seam_diff_mean']:.2f} / {s['seam_worst_pair_mean']:.2f} / {s['seam_diff_max']:.2f} | "
                      f"{s['within_diff_mean']:.2f} / {s['within_diff_median']:.2f} / {s['within_diff_p90']:.2f} | {s['seam_over_within_mean']:.2f} |")
-    lines += ["", "A seam's pairs: one (the cut) for window seams and the loop wrap; for an extension, every "
-              "pair from entering the clip's faded last frames to the first new frame."]
+    lines += ["", "A seam's pairs: one (the cut) for window seams and the loop wrap; for a forward extension, every "
+              "pair from entering the clip's faded last frames to the first new frame; for a backward one, every pair "
+              "from a window's last new frame through the next part's faded first frames."]
     lines += ["", "A window seam is a latent boundary (frame 4j -> 4j+1); the same pairs inside the long clips: "
               + ", ".join(f"{k.split('_')[1]} {sm[k]['within_latent_boundary_mean']:.2f}" for k in ("long_latents", "long_reencode")
                           if "within_latent_boundary_mean" in sm[k]) + " (mean)."]

@@ -383,8 +383,9 @@ def extend_backward_stream(pipe, st, clip: np.ndarray, new_frames: int, *, callb
     and 4j+1 new frames. Windows are made from the clip back in time, keeping only their
     latents and the few decoded frames the earlier window is conditioned on; once the earliest
     is made, each window is decoded again in time order and streamed, so memory holds latents,
-    not frames. A causal decoder's first frames depend only on the first latents, so the
-    frames a window is conditioned on are those it is later streamed with.
+    not frames. Each window decodes through its known end as well: those frames (its
+    reconstruction of the next part's first frames) fade into the next part's own, so the
+    cut is not a jump from the new frames to frames they were only conditioned on.
     """
     require(pipe.bundle, "extend a video backward", ("last",), encoder=True)
     tm = pipe.bundle.latent["temporal_compression"]
@@ -400,12 +401,22 @@ def extend_backward_stream(pipe, st, clip: np.ndarray, new_frames: int, *, callb
     win.total = len(sizes)
     parts, head = [], clip[: tm * END_KNOWN]
     for j in sizes:
-        lat = win.sample(j + 1 + END_KNOWN, end=encode_head(pipe, head))[:, :, : j + 1]
+        lat = win.sample(j + 1 + END_KNOWN, end=encode_head(pipe, head))
         parts.append(lat)
         head = _head(pipe, lat, tm * END_KNOWN, st.fps)
-    for lat in reversed(parts):
-        yield _u8(StreamingDecoder(pipe).push(lat)[0], st.fps)
-    yield clip
+    rec = None  # the previous window's frames of its known end
+    for lat in [*reversed(parts), None]:
+        if lat is None:
+            frames, next_rec = clip, None
+        else:
+            decoded = StreamingDecoder(pipe).push(lat)[0]
+            n = decoded.shape[0] - tm * END_KNOWN
+            frames, next_rec = _u8(decoded[:n], st.fps), decoded[n:]
+        if rec is not None:
+            m = len(rec)
+            frames = np.concatenate([_u8(_ramp_mix(frames[:m], rec, into=False), st.fps), frames[m:]])
+        yield frames
+        rec = next_rec
 
 
 def _head(pipe, lat: np.ndarray, n: int, fps: float) -> np.ndarray:

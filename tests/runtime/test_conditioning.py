@@ -180,27 +180,35 @@ def test_extend_forward_keeps_the_clip_and_adds_whole_latent_frames(pipe):
 def test_extend_backward_ends_with_the_clip(pipe):
     clip = _clip(9)
     video = pipe.extend(clip, "a red ball", 1.0, backward=True, seed=1, **FAST)  # 8 frames -> one window of 9
-    assert video.num_frames == 9 + 9 and np.array_equal(video.frames[-9:], clip)
+    # the clip's first 4 frames fade out of the window's decode of them (its known end latent)
+    assert video.num_frames == 9 + 9 and np.array_equal(video.frames[-5:], clip[4:])
+    assert np.abs(video.frames[-9:-5].astype(int) - clip[:4]).mean() < 40
 
 
-def test_extend_backward_streams_windows_in_time_order_equal_to_decoding_them_whole(pipe):
+def test_extend_backward_streams_windows_in_time_order_and_fades_each_into_the_next(pipe):
     from kinema.runtime.decode import StreamingDecoder
 
     clip = _clip(9)
     st = pipe.check_inputs("a red ball", seed=3, **FAST)
     chunks = list(cond.extend_backward_stream(pipe, st, clip, 24))
     assert [len(c) for c in chunks] == [5, 9, 13, 9]  # earliest window first, then the clip
-    assert np.array_equal(chunks[-1], clip)
-    # reference: each window decoded whole and held, the next (earlier) one conditioned on
-    # the first frames of the whole decode
-    win, later, ref = cond.Windows(pipe, st), clip, []
+    assert np.array_equal(chunks[-1][4:], clip[4:])
+    # reference: each window decoded whole (with its known end) and held; the next (earlier)
+    # one conditioned on the first frames of the later one as decoded
+    win, later, parts = cond.Windows(pipe, st), clip, []
     for c in reversed(chunks[:-1]):
         j = (len(c) - 1) // 4
         lat = win.sample(j + 1 + cond.END_KNOWN, end=cond.encode_head(pipe, later))
-        later = cond._u8(StreamingDecoder(pipe).push(lat[:, :, : j + 1])[0], st.fps)
-        ref.insert(0, later)
-    for got, want in zip(chunks, ref):
-        assert np.array_equal(got, want)
+        full = StreamingDecoder(pipe).push(lat)[0]
+        later = cond._u8(full[: j * 4 + 1], st.fps)
+        parts.insert(0, (later, full[j * 4 + 1 :]))
+    want = [parts[0][0]]
+    # each part's first 4 frames: the earlier window's decode of its known end, fading into them
+    for (frames, _), (_, rec) in zip([*parts[1:], (clip, None)], parts):
+        want.append(np.concatenate([cond._u8(cond._ramp_mix(frames[:4], rec, into=False), st.fps), frames[4:]]))
+    for got, w in zip(chunks, want):
+        assert np.array_equal(got, w)
+    assert np.abs(chunks[-1][:4].astype(int) - clip[:4]).mean() < 40
 
 
 def test_connect_puts_a_transition_between_the_clips(pipe):
