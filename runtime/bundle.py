@@ -3,8 +3,9 @@
 A bundle is untrusted input. `load_bundle` checks the format name and version, the fields
 the runtime relies on and their bounds, that every file the manifest or a graph names
 stays inside the folder, and each file's size and sha256, before any graph is opened.
-Each graph file's identity (device, inode, size, modification time) is noted before it is
-hashed and compared again when the graph is opened (`Bundle.check_unchanged`), so a file
+The identity (device, inode, size, modification time) of each graph file and of the
+tokenizer is noted before it is hashed and compared again when it is opened
+(`Bundle.check_unchanged`), so a file
 replaced or rewritten in between (say, a bundle re-exported while an app has it loaded) is
 refused, not run.
 """
@@ -68,7 +69,7 @@ class VideoRules:
 class Bundle:
     path: Path
     manifest: dict[str, Any]
-    # component -> [(manifest name, path, identity when checked)] for the graph and its external data
+    # component (or "tokenizer") -> [(manifest name, path, identity when checked)]: the graph and its external data
     stamps: dict[str, list] = field(default_factory=dict, compare=False, repr=False)
 
     @property
@@ -90,7 +91,7 @@ class Bundle:
         return name in self.components
 
     def check_unchanged(self, name: str) -> None:
-        """Raise BundleError when a file of component `name` is no longer the one load_bundle checked."""
+        """Raise BundleError when a file of component `name` (or the "tokenizer") is no longer the one load_bundle checked."""
         for rel, path, stamp in self.stamps.get(name, ()):
             try:
                 now = _stamp(path)
@@ -275,10 +276,10 @@ def load_bundle(path: str | Path, *, verify_hashes: bool = True) -> Bundle:
             _fail(root, f"manifest: unknown component {name!r}")
     _check_rules(root, m)
     tok_entry = m["tokenizer"]
-    _check_file(root, tok_entry, "tokenizer", verify_hashes)
+    stamps: dict[str, list] = {}
+    _check_file(root, tok_entry, "tokenizer", verify_hashes, stamps.setdefault("tokenizer", []))
     for i, extra in enumerate(_require(root, m, "files", list, "manifest")):
         _check_file(root, extra, f"files[{i}]", verify_hashes)
-    stamps: dict[str, list] = {}
     for name, comp in comps.items():
         where = f"component {name}"
         full = _check_file(root, comp, where, verify_hashes, stamps.setdefault(name, []))

@@ -136,6 +136,7 @@ class Pipeline(conditioning.MediaMixin):
                 from tokenizers import Tokenizer
 
                 tok = self.bundle.tokenizer
+                self.bundle.check_unchanged("tokenizer")
                 try:
                     t = Tokenizer.from_file(str(self.bundle.path / tok["file"]))
                 except Exception as e:  # tokenizers raises its own Exception type for a malformed file

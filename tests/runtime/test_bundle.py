@@ -440,3 +440,12 @@ def test_a_graph_rewritten_in_place_or_removed_after_the_check_is_refused(copy, 
     with pytest.raises(BundleError, match="decoder_step.onnx changed after the bundle was checked"):
         bundle.check_unchanged("decoder_step")
     bundle.check_unchanged("denoiser")  # the others are untouched
+
+
+def test_a_tokenizer_rewritten_after_the_check_is_refused_when_first_used(copy):
+    from kinema.runtime import Pipeline
+
+    pipe = Pipeline(load_bundle(copy))
+    replace_bytes(copy / "tokenizer.json", (copy / "tokenizer.json").read_bytes())  # same bytes, another file
+    with pytest.raises(BundleError, match="tokenizer.json changed after the bundle was checked"):
+        pipe.tokenizer()
