@@ -168,7 +168,10 @@ def _require(root: Path, obj: dict, key: str, kind, where: str):
 
 
 def _stamp(path: Path) -> tuple[int, int, int, int]:
-    st = os.stat(path)
+    return _identity(os.stat(path))
+
+
+def _identity(st: os.stat_result) -> tuple[int, int, int, int]:
     return (st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns)
 
 
@@ -179,9 +182,10 @@ def _check_file(root: Path, entry: dict, where: str, verify_hashes: bool, stamps
         _fail(root, f"{where}: file {rel!r} is missing")
     size = _require(root, entry, "bytes", int, where)
     digest = _require(root, entry, "sha256", str, where)
+    st = full.stat()
     if stamps is not None:
-        stamps.append((rel, full, _stamp(full)))  # before hashing: a later write changes it
-    actual = full.stat().st_size
+        stamps.append((rel, full, _identity(st)))  # before hashing: a later write changes it
+    actual = st.st_size
     if actual != size:
         _fail(root, f"{where}: {rel} is {actual} bytes, the manifest says {size} (file changed or truncated)")
     if verify_hashes and sha256_file(full) != digest.lower():
