@@ -33,7 +33,7 @@ print("RESULT " + json.dumps({
 
 
 def graph_mib(bundle) -> dict:
-    from kinema.runtime.bundle import default_bundle_path, load_bundle
+    from kinema.runtime.bundle.load import default_bundle_path, load_bundle
 
     b = load_bundle(bundle or default_bundle_path(), verify_hashes=False)
     return {n: round((c["bytes"] + sum(e["bytes"] for e in c.get("external_data", []))) / 2**20, 1) for n, c in b.components.items()}

@@ -34,7 +34,7 @@ import numpy as np
 
 from kinema.models import shapes_bench as sb
 from kinema.runtime import Pipeline
-from kinema.runtime import conditioning as cond
+from kinema.runtime.media import conditioning as cond
 
 PROMPT_60S = "a red ball bouncing on a white background"
 
@@ -187,7 +187,7 @@ def long_memory(bundle: str | None, long_seconds: int) -> dict:
         for seconds in (4, long_seconds):
             args = ["generate", PROMPT_60S, "--seconds", str(seconds), "-o", f"{d}/clip{seconds}.mp4", "-q"] + (["--bundle", bundle] if bundle else [])
             r = cli_run(args)
-            from kinema.runtime.video import read_video
+            from kinema.runtime.video.core import read_video
 
             r["frames"] = int(read_video(f"{d}/clip{seconds}.mp4")[0].shape[0])
             r["command"] = f'kinema generate "{PROMPT_60S}" --seconds {seconds} -o clip.mp4'

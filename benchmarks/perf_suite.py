@@ -201,7 +201,7 @@ def make_bundles(src: Path, work: Path) -> dict[str, Path]:
     from kinema.quantize.fuse import fuse_bundle
     from kinema.quantize.quantize_bundle import quantize_bundle
 
-    from kinema.runtime.bundle import load_bundle
+    from kinema.runtime.bundle.load import load_bundle
 
     def made(path: Path, source: Path, make) -> Path:
         """A bundle built from `source` earlier in `work` (--work), else a new one."""
@@ -440,7 +440,7 @@ def run_suite(args) -> dict:
 
     from kinema.models.tiny_dit import DIT_SIZES
     from kinema.runtime import Pipeline
-    from kinema.runtime.accel import Accel
+    from kinema.runtime.sampling.accel import Accel
     from kinema.export.tiny import fp32_reference
 
     threads = args.threads or os.cpu_count() or 1

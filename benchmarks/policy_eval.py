@@ -16,7 +16,7 @@ import json
 import time
 from pathlib import Path
 
-from kinema.runtime import policy as P
+from kinema.runtime.safety import policy as P
 
 DATA = Path(__file__).resolve().parents[1] / "tests" / "runtime" / "data"
 SETS = {"tuned": DATA / "policy_prompts.jsonl", "held out": DATA / "policy_prompts_heldout.jsonl"}

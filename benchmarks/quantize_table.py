@@ -59,7 +59,7 @@ def main(argv=None) -> int:
     from kinema.quantize.quantize_bundle import quantize_bundle
     from kinema.quantize.search import search_recipe
     from kinema.export.tiny import fp32_reference
-    from kinema.runtime.bundle import load_bundle
+    from kinema.runtime.bundle.load import load_bundle
 
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--bundle", type=Path, default=None, help="fp32 source bundle (default: the built-in kinema-tiny, or an fp32 export of its weights when it is quantized)")
@@ -168,7 +168,7 @@ def _shown(path: Path) -> str:
 
 
 def report_sha(bundle: Path) -> str:
-    from kinema.runtime.bundle import load_bundle
+    from kinema.runtime.bundle.load import load_bundle
 
     return load_bundle(bundle, verify_hashes=False).digest[:12]
 

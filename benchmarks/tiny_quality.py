@@ -53,7 +53,7 @@ def ground_truth(rows, seeds) -> dict:
 
 def vae_round_trip(pipe: Pipeline, rows, seeds) -> dict:
     """Ground truth encoded and decoded by the bundle's own VAE graphs: the ceiling the DiT can reach."""
-    from kinema.runtime.conditioning import encode
+    from kinema.runtime.media.conditioning import encode
 
     scored = []
     for row in rows:
@@ -90,7 +90,7 @@ def contact_sheet(pipe: Pipeline, path: Path, seed: int = 0):
 def wall_time(bundle: str | None) -> dict:
     """Command start to file written for the default clip at default settings, in a fresh process."""
     with tempfile.TemporaryDirectory() as d:
-        cmd = [sys.executable, "-m", "kinema.runtime.cli", "generate", "a yellow star spinning on a gray background", "-o", f"{d}/star.mp4", "-q"]
+        cmd = [sys.executable, "-m", "kinema.runtime.cli.main", "generate", "a yellow star spinning on a gray background", "-o", f"{d}/star.mp4", "-q"]
         if bundle:
             cmd += ["--bundle", bundle]
         t0 = time.perf_counter()

@@ -35,8 +35,8 @@ import av  # noqa: E402
 import numpy as np  # noqa: E402
 
 from kinema.models import shapes_bench
-from kinema.runtime import watermark as wm
-from kinema.runtime.video import VideoWriter, read_video
+from kinema.runtime.safety import watermark as wm
+from kinema.runtime.video.core import VideoWriter, read_video
 
 PROMPTS = Path(shapes_bench.__file__).parent / "data" / "shapes_prompts.jsonl"
 WRONG_KEYS = 200

@@ -6,7 +6,7 @@ import numpy as np
 import torch
 
 from kinema.models.shapes_world import render, sample_spec
-from kinema.runtime.preview import PreviewMap, cell_means, latent_rgb
+from kinema.runtime.bundle.preview import PreviewMap, cell_means, latent_rgb
 
 FIT_CLIPS = 16
 FIT_FRAMES = 9  # three latent frames: the first (1 video frame) and two of 4 frames

@@ -22,7 +22,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from kinema.runtime.bundle import sha256_file  # one hashing routine for writer and loader
+from kinema.runtime.bundle.load import sha256_file
 from kinema.runtime.errors import KinemaError
 
 if TYPE_CHECKING:

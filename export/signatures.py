@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from .onnx_graph import GraphSpec
+from kinema.export.onnx_graph import GraphSpec
 
 DENOISER_INPUTS = ("latents", "timestep", "text_embeds", "text_mask", "cond_latents", "cond_mask")
 

@@ -12,10 +12,10 @@ from kinema.models.text_encoder import LICENCE_NOTE, MAX_TOKENS, TextEncoder, mi
 from kinema.models.tiny_dit import DIT_SIZES, DiTConfig, TinyDiT
 from kinema.models.tiny_vae import SPATIAL_COMPRESSION, TEMPORAL_COMPRESSION, TinyVAE, VAEConfig
 
-from .bundle_writer import write_bundle
-from .latent_preview import fit_preview_map
-from .onnx_graph import GraphSpec, export_graph
-from .signatures import denoiser_spec, text_encoder_spec
+from kinema.runtime.bundle.writer import write_bundle
+from kinema.export.latent_preview import fit_preview_map
+from kinema.export.onnx_graph import GraphSpec, export_graph
+from kinema.export.signatures import denoiser_spec, text_encoder_spec
 
 TEXT_TOL = dict(atol=2e-4, rtol=1e-3)
 DENOISER_TOL = dict(atol=2e-4, rtol=1e-3)
@@ -264,7 +264,7 @@ def fp32_reference(bundle: Path | None, work: Path) -> Path:
     """The fp32 bundle a precision benchmark starts from: `bundle` when given, the built-in one
     when it is fp32, else (a quantized built-in) an export of the committed weights into
     `work`/fp32-export, made once per work folder."""
-    from kinema.runtime.bundle import default_bundle_path, load_bundle
+    from kinema.runtime.bundle.load import default_bundle_path, load_bundle
 
     if bundle is not None:
         return Path(bundle)

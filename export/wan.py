@@ -19,7 +19,7 @@ from pathlib import Path
 
 from kinema.runtime.errors import InputError
 
-from .bundle_writer import check_output, write_bundle
+from kinema.runtime.bundle.writer import check_output, write_bundle
 
 TEXT_TOL = dict(atol=1e-4, rtol=1e-3)
 DENOISER_TOL = dict(atol=1e-4, rtol=1e-3)
@@ -231,8 +231,8 @@ def export_wan_modules(
 
     from kinema.models.wan import WanDecoderPrefix, WanDecoderStep, WanDenoiser, WanTextEncoder
 
-    from .onnx_graph import GraphSpec, export_graph
-    from .signatures import denoiser_spec, text_encoder_spec
+    from kinema.export.onnx_graph import GraphSpec, export_graph
+    from kinema.export.signatures import denoiser_spec, text_encoder_spec
 
     out = check_output(Path(out), overwrite=overwrite)
     sampler = sampler_defaults(scheduler)

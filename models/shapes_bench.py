@@ -23,7 +23,7 @@ from pathlib import Path
 
 import numpy as np
 
-from . import shapes_world as sw
+from kinema.models import shapes_world as sw
 
 DATA_DIR = Path(__file__).parent / "data"
 PROMPTS_PATH = DATA_DIR / "shapes_prompts.jsonl"

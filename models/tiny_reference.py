@@ -10,7 +10,7 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from .text_encoder import load_tokenizer
+from kinema.models.text_encoder import load_tokenizer
 
 
 @torch.no_grad()

@@ -22,10 +22,10 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from . import shapes_world as world
-from .text_encoder import TextEncoder, encode_captions, load_tokenizer
-from .tiny_dit import DIT_SIZES, TinyDiT
-from .tiny_vae import TinyVAE, VAEConfig
+from kinema.models import shapes_world as world
+from kinema.models.text_encoder import TextEncoder, encode_captions, load_tokenizer
+from kinema.models.tiny_dit import DIT_SIZES, TinyDiT
+from kinema.models.tiny_vae import TinyVAE, VAEConfig
 
 DATA_DIR = Path(__file__).resolve().parent / "data"
 VAE_WEIGHTS = DATA_DIR / "tiny_vae.safetensors"

@@ -30,9 +30,9 @@ def generate_settings(args) -> dict:
 
 
 def run_compare(args) -> int:
-    from kinema.runtime.bundle import load_bundle
+    from kinema.runtime.bundle.load import load_bundle
 
-    from .compare import CompareSettings, check_comparable, check_report_dir, compare_bundles, load_prompt_file, markdown_table, write_report
+    from kinema.quantize.compare import CompareSettings, check_comparable, check_report_dir, compare_bundles, load_prompt_file, markdown_table, write_report
 
     check_report_dir(args.output, args.overwrite)
     if args.seeds < 1:
@@ -63,7 +63,7 @@ def recipe_arg(text: str, family: str | None):
 
     With family None a preset name is only checked (None is returned).
     """
-    from .recipes import PRESETS, preset, recipe_from_dict
+    from kinema.quantize.recipes import PRESETS, preset, recipe_from_dict
 
     if text in PRESETS:
         return None if family is None else preset(text, family)
@@ -80,9 +80,9 @@ def recipe_arg(text: str, family: str | None):
 
 
 def run_search(args) -> int:
-    from kinema.runtime.bundle import load_bundle
+    from kinema.runtime.bundle.load import load_bundle
 
-    from .search import search_recipe
+    from kinema.quantize.search import search_recipe
 
     out = search_recipe(args.bundle, args.output, check_target_psnr(args.target_psnr), overwrite=args.overwrite, progress=_say(args.quiet))
     q = load_bundle(out, verify_hashes=False).manifest["quantization"]["search"]

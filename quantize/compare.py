@@ -36,14 +36,14 @@ from pathlib import Path
 
 import numpy as np
 
-from kinema.export.bundle_writer import write_folder
-from kinema.runtime.bundle import Bundle, load_bundle
+from kinema.runtime.bundle.writer import write_folder
+from kinema.runtime.bundle.load import Bundle, load_bundle
 from kinema.runtime.errors import InputError
 from kinema.runtime.pipeline import Pipeline
 
-from . import metrics
-from .calibration import GENERIC_PROMPTS, RecordingPipeline
-from .cost import bundle_bytes, measure_cost
+from kinema.quantize import metrics
+from kinema.quantize.calibration import GENERIC_PROMPTS, RecordingPipeline
+from kinema.quantize.cost import bundle_bytes, measure_cost
 
 COMPONENTS = ("text_encoder", "denoiser", "decoder_prefix", "decoder_step")
 GRID_VIDEOS = 4  # prompts shown in the side-by-side video grid
@@ -622,7 +622,7 @@ def write_report(report: dict, videos: dict[str, list[np.ndarray]], out: str | P
 
             sheet = "contact_sheet.png"
             Image.fromarray(contact_sheet(videos, prompts)).save(stage / sheet)
-            from kinema.runtime.video import Video
+            from kinema.runtime.video.core import Video
 
             frames = video_grid(videos, prompts)
             fps = float(report["settings"]["fps"])

@@ -21,7 +21,7 @@ from pathlib import Path
 
 def bundle_bytes(path: str | Path) -> int:
     """Bytes of every graph (and its external data), the tokenizer and listed files of a bundle."""
-    from kinema.runtime.bundle import load_bundle
+    from kinema.runtime.bundle.load import load_bundle
 
     b = load_bundle(path, verify_hashes=False)
     m = b.manifest

@@ -23,7 +23,7 @@ from pathlib import Path
 
 import numpy as np
 
-from kinema.runtime.bundle import load_bundle
+from kinema.runtime.bundle.load import load_bundle
 from kinema.runtime.errors import InputError, KinemaError
 
 __all__ = ["FUSED_COMPONENTS", "fuse_graph", "fuse_bundle"]
@@ -75,9 +75,9 @@ def _check_same(src: Path, dst: Path, bundle) -> float:
 
 def fuse_bundle(src_dir, out_dir, *, overwrite: bool = False) -> Path:
     """Write a copy of an fp32 bundle whose transformer graphs carry the fusions; returns its path."""
-    from kinema.export.bundle_writer import check_output, file_entry, write_bundle
+    from kinema.runtime.bundle.writer import check_output, file_entry, write_bundle
 
-    from .quantize_bundle import _copy_graph, derived_spec
+    from kinema.quantize.quantize_bundle import _copy_graph, derived_spec
 
     out = check_output(Path(out_dir), overwrite=overwrite)
     src = load_bundle(src_dir)

@@ -22,15 +22,15 @@ from pathlib import Path
 
 import numpy as np
 
-from kinema.export.bundle_writer import check_output, file_entry, write_bundle
-from kinema.runtime.bundle import Bundle, load_bundle
+from kinema.runtime.bundle.writer import check_output, file_entry, write_bundle
+from kinema.runtime.bundle.load import Bundle, load_bundle
 from kinema.runtime.errors import InputError
-from kinema.runtime.onnx_scan import external_data_locations
+from kinema.runtime.bundle.scan import external_data_locations
 from kinema.runtime.pipeline import Pipeline
-from kinema.runtime.sessions import open_session
+from kinema.runtime.engine.sessions import open_session
 
-from .calibration import calibration_prompts, data_reader, record_inputs
-from .recipes import BundleRecipe, DynamicInt8, Float16, KeepFloat, Mixed, Recipe, StaticInt8, WeightOnly, float_nodes, preset
+from kinema.quantize.calibration import calibration_prompts, data_reader, record_inputs
+from kinema.quantize.recipes import BundleRecipe, DynamicInt8, Float16, KeepFloat, Mixed, Recipe, StaticInt8, WeightOnly, float_nodes, preset
 
 # Fixed probe inputs for the SQNR measurements: captions in the style of the tiny
 # family's procedural world, and the empty negative prompt the sampler pairs them with.

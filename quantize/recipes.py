@@ -17,7 +17,7 @@ from dataclasses import dataclass, field, fields
 from types import MappingProxyType
 from typing import ClassVar, Union
 
-from kinema.runtime.bundle import COMPONENTS_OPTIONAL, COMPONENTS_REQUIRED
+from kinema.runtime.bundle.load import COMPONENTS_OPTIONAL, COMPONENTS_REQUIRED
 from kinema.runtime.errors import InputError
 
 

@@ -33,14 +33,14 @@ from pathlib import Path
 
 import numpy as np
 
-from kinema.export.bundle_writer import check_output
-from kinema.runtime.bundle import Bundle, load_bundle
+from kinema.runtime.bundle.writer import check_output
+from kinema.runtime.bundle.load import Bundle, load_bundle
 from kinema.runtime.errors import InputError
 from kinema.runtime.pipeline import Pipeline
 
-from .compare import CompareSettings
-from .quantize_bundle import _copy_graph, apply_recipe, plan, quantize_bundle
-from .recipes import FLOAT_GROUPS, BundleRecipe, DynamicInt8, Float16, KeepFloat, Mixed, WeightOnly, describe
+from kinema.quantize.compare import CompareSettings
+from kinema.quantize.quantize_bundle import _copy_graph, apply_recipe, plan, quantize_bundle
+from kinema.quantize.recipes import FLOAT_GROUPS, BundleRecipe, DynamicInt8, Float16, KeepFloat, Mixed, WeightOnly, describe
 
 LEVELS = {"block": ("fp32", "int8", "int4"), "text_encoder": ("fp32", "int8", "int4"), "decoders": ("fp32", "fp16")}
 DECODERS = ("decoder_prefix", "decoder_step")
@@ -59,7 +59,7 @@ def units_of(src: Bundle) -> list[Unit]:
     """The search units of a bundle: every `blocks.<i>` module scope of its denoiser, the text encoder, the decoders."""
     import onnx
 
-    from .quantize_bundle import _scopes
+    from kinema.quantize.quantize_bundle import _scopes
 
     g = onnx.load(str(src.component_path("denoiser")), load_external_data=False).graph
     blocks = sorted({int(m.group(1)) for n in g.node for s in _scopes(n) if (m := re.search(r"(?:^|\.)blocks\.(\d+)$", s))})

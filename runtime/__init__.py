@@ -1,9 +1,9 @@
 """kinema.runtime: bundle -> video with NumPy and ONNX Runtime. Never imports torch."""
 
-from .bundle import Bundle, load_bundle
+from .bundle.load import Bundle, load_bundle
 from .errors import BundleError, Cancelled, InputError, KinemaError, ProviderError
 from .pipeline import GenerationSettings, Pipeline
-from .video import Video
+from .video.core import Video
 
 __all__ = [
     "Bundle",

@@ -22,16 +22,17 @@ from pathlib import Path
 
 import numpy as np
 
-from . import accel as accel_mod
-from . import conditioning, prediction, samplers, schedules
-from .bundle import Bundle, default_bundle_path, load_bundle
-from .decode import StreamingDecoder
+from .sampling import accel as accel_mod
+from .media import conditioning
+from .sampling import prediction, samplers, schedules
+from .bundle.load import Bundle, default_bundle_path, load_bundle
+from .engine.decode import StreamingDecoder
 from .errors import BundleError, Cancelled, InputError
-from .memory import estimate_memory
-from .policy import Policy, check_prompt
-from .preview import latent_preview
-from .sessions import check_provider, check_threads, open_session
-from .video import Video
+from .engine.memory import estimate_memory
+from .safety.policy import Policy, check_prompt
+from .bundle.preview import latent_preview
+from .engine.sessions import check_provider, check_threads, open_session
+from .video.core import Video
 
 CFG_MODES = ("batched", "sequential")
 MAX_STEPS = 1000

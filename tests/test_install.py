@@ -52,7 +52,7 @@ def test_generate_from_the_installed_wheel(wheel, tmp_path):
     )
     out = tmp_path / "ball.mp4"
     subprocess.run([sys.executable, "-c", code, str(target), str(out)], check=True, env=env, cwd=tmp_path)
-    from kinema.runtime.video import read_video
+    from kinema.runtime.video.core import read_video
 
     frames, fps = read_video(out)
     assert frames.shape[0] == 17 and fps == 8

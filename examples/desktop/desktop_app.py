@@ -34,7 +34,7 @@ from PySide6.QtWidgets import (
 )
 
 from kinema.runtime import Cancelled, KinemaError, Pipeline, Video
-from kinema.runtime.video import read_video
+from kinema.runtime.video.core import read_video
 
 VIEW = 256  # preview and player side, pixels
 

@@ -23,7 +23,7 @@ from PySide6.QtCore import QTimer  # noqa: E402
 from PySide6.QtWidgets import QApplication  # noqa: E402
 
 import desktop_app  # noqa: E402
-from kinema.runtime.video import read_video  # noqa: E402
+from kinema.runtime.video.core import read_video
 
 TIMEOUT_S = 300
 

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from kinema.runtime.video import read_video
+from kinema.runtime.video.core import read_video
 
 REPO = Path(__file__).resolve().parents[2]
 APP_DIR = REPO / "examples" / "desktop"

@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 
 from kinema.export import tiny
-from kinema.runtime.bundle import default_bundle_path
+from kinema.runtime.bundle.load import default_bundle_path
 
 
 def test_a_given_bundle_is_used_as_it_is(tmp_path):
@@ -32,7 +32,7 @@ def test_a_quantized_built_in_bundle_means_one_fp32_export_per_work_folder(tmp_p
 
 
 def test_an_fp32_built_in_bundle_is_its_own_reference(tiny_bundle, tmp_path, monkeypatch):
-    import kinema.runtime.bundle as bundle_mod
+    import kinema.runtime.bundle.load as bundle_mod
 
     monkeypatch.setattr(bundle_mod, "default_bundle_path", lambda: tiny_bundle)  # the random-init fp32 test bundle
     monkeypatch.setattr(tiny, "export_tiny", lambda *a, **k: (_ for _ in ()).throw(AssertionError("no export expected")))

@@ -16,18 +16,7 @@ from onnx import helper, numpy_helper
 from torch import nn
 
 from kinema.export import onnx_graph
-from kinema.export.onnx_graph import (
-    ExportValidationError,
-    FrozenAxisError,
-    GraphSpec,
-    OutputNamesError,
-    ShapeMismatchError,
-    ValueMismatchError,
-    export_graph,
-    onnx_io_signature,
-    sha256_file,
-    validate_graph,
-)
+from kinema.export.onnx_graph import ExportValidationError, FrozenAxisError, GraphSpec, OutputNamesError, ShapeMismatchError, ValueMismatchError, export_graph, onnx_io_signature, sha256_file, validate_graph
 from kinema.runtime.errors import KinemaError
 
 C, D = 4, 8  # latent channels, text width

@@ -14,9 +14,9 @@ import torch
 from kinema.export.wan import inspect_checkpoint, sampler_defaults
 from kinema.models.wan import Nearest2x, WanDecoderPrefix, WanDecoderStep
 from kinema.runtime import Pipeline
-from kinema.runtime.cli import main
+from kinema.runtime.cli.main import main
 from kinema.runtime.errors import InputError
-from kinema.runtime.video import Video
+from kinema.runtime.video.core import Video
 
 sys.path.insert(0, str(Path(__file__).parent))
 from wan_tiny import WORDS, save_checkpoint, tiny_modules, tiny_tokenizer  # noqa: E402

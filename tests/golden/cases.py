@@ -73,8 +73,8 @@ def pipeline_cases() -> dict[str, str]:
 
 def cli_cases() -> dict[str, str]:
     from kinema.runtime import Pipeline, Video
-    from kinema.runtime.cli import main
-    from kinema.runtime.video import read_video
+    from kinema.runtime.cli.main import main
+    from kinema.runtime.video.core import read_video
 
     pipe = Pipeline.from_bundle(threads=1)
     with tempfile.TemporaryDirectory() as d:

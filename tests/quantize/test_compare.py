@@ -21,8 +21,8 @@ from kinema.quantize.compare import CompareSettings, compare_bundles, compare_ge
 from kinema.quantize.cost import bundle_bytes
 from kinema.quantize.quantize_bundle import quantize_bundle
 from kinema.runtime import Pipeline, load_bundle
-from kinema.runtime import cli
-from kinema.runtime.video import read_video
+from kinema.runtime.cli import main as cli
+from kinema.runtime.video.core import read_video
 
 GEN = dict(steps=3, frames=5)
 PROMPTS = ("a red ball bouncing on a white background", "a blue square moving left on a black background")

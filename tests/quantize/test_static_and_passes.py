@@ -17,7 +17,7 @@ from kinema.quantize.calibration import calibration_prompts, record_inputs
 from kinema.quantize.quantize_bundle import _scopes, gemms_as_matmuls, quantize_bundle
 from kinema.quantize.recipes import FLOAT_GROUPS, BundleRecipe, DynamicInt8, Float16, StaticInt8, WeightOnly, preset, recipe_from_dict
 from kinema.runtime import InputError, Pipeline, load_bundle
-from kinema.runtime.sessions import open_session
+from kinema.runtime.engine.sessions import open_session
 
 
 def sqnr(ref: np.ndarray, other: np.ndarray) -> float:

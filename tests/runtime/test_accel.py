@@ -6,9 +6,10 @@ import numpy as np
 import pytest
 
 from kinema.quantize.metrics import psnr_db as psnr
-from kinema.runtime import InputError, Pipeline, samplers, schedules
-from kinema.runtime.accel import Accel, GuidanceCache, accelerate
-from kinema.runtime.cli import main as cli_main
+from kinema.runtime import InputError, Pipeline
+from kinema.runtime.sampling import samplers, schedules
+from kinema.runtime.sampling.accel import Accel, GuidanceCache, accelerate
+from kinema.runtime.cli.main import main as cli_main
 
 PROMPT = "a red ball bouncing on a white background"
 # PSNR of the accelerated video against the plain one on the random-init test bundle

@@ -16,17 +16,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from kinema.runtime import samplers
-from kinema.runtime.bundle import (
-    COMPONENTS_REQUIRED,
-    FORMAT_NAME,
-    FORMAT_VERSION,
-    PREDICTION_TYPES,
-    Bundle,
-    VideoRules,
-    load_bundle,
-    sha256_file,
-)
+from kinema.runtime.sampling import samplers
+from kinema.runtime.bundle.load import COMPONENTS_REQUIRED, FORMAT_NAME, FORMAT_VERSION, PREDICTION_TYPES, Bundle, VideoRules, load_bundle, sha256_file
 from bundle_copies import clone, replace_bytes
 from kinema.runtime.errors import BundleError, KinemaError
 

@@ -7,9 +7,9 @@ import onnx
 import pytest
 from onnx import TensorProto, helper, numpy_helper
 
-from kinema.runtime.bundle import sha256_file
-from kinema.runtime.cache import OPTIMIZED, RECORD, cache_key, open_cached
-from kinema.runtime.sessions import open_session
+from kinema.runtime.bundle.load import sha256_file
+from kinema.runtime.engine.cache import OPTIMIZED, RECORD, cache_key, open_cached
+from kinema.runtime.engine.sessions import open_session
 
 
 def write_graph(path, scale: float):

@@ -17,8 +17,8 @@ import numpy as np
 import pytest
 
 from bundle_copies import clone, replace_bytes
-from kinema.runtime.bundle import sha256_file
-from kinema.runtime.sessions import PROVIDERS
+from kinema.runtime.bundle.load import sha256_file
+from kinema.runtime.engine.sessions import PROVIDERS
 
 CLI = [sys.executable, "-m", "kinema.runtime.cli"]
 SCRIPT = Path(sys.executable).with_name("kinema")
@@ -80,7 +80,7 @@ def copy(tiny_bundle, tmp_path) -> Path:
 
 
 def test_generate_writes_a_playable_mp4(tiny_bundle, outdir):
-    from kinema.runtime.video import read_metadata, read_video
+    from kinema.runtime.video.core import read_metadata, read_video
 
     r = run_cli("generate", "a red ball", "--bundle", tiny_bundle, *FAST, "-o", "out.mp4", cwd=outdir)
     assert r.returncode == 0, r.stderr

@@ -9,8 +9,8 @@ import pytest
 
 from bundle_copies import clone, replace_bytes
 from kinema.runtime import BundleError, InputError, Pipeline
-from kinema.runtime import conditioning as cond
-from kinema.runtime.schedules import flow_sigmas
+from kinema.runtime.media import conditioning as cond
+from kinema.runtime.sampling.schedules import flow_sigmas
 
 FAST = dict(steps=2, guidance=3.0)
 
@@ -186,7 +186,7 @@ def test_extend_backward_ends_with_the_clip(pipe):
 
 
 def test_extend_backward_streams_windows_in_time_order_and_fades_each_into_the_next(pipe):
-    from kinema.runtime.decode import StreamingDecoder
+    from kinema.runtime.engine.decode import StreamingDecoder
 
     clip = _clip(9)
     st = pipe.check_inputs("a red ball", seed=3, **FAST)
@@ -222,7 +222,7 @@ def test_connect_puts_a_transition_between_the_clips(pipe):
 
 
 def test_connect_of_one_window_is_one_sample_between_both_ends(pipe):
-    from kinema.runtime.decode import StreamingDecoder
+    from kinema.runtime.engine.decode import StreamingDecoder
 
     a, b = _clip(9), _clip(5, seed=30)
     st = pipe.check_inputs("a red ball", seed=4, **FAST)

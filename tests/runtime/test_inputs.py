@@ -7,8 +7,8 @@ import pytest
 from PIL import Image
 
 from kinema.runtime import InputError
-from kinema.runtime.inputs import fit_clip, fit_image, read_clip, read_image
-from kinema.runtime.video import Video
+from kinema.runtime.video.inputs import fit_clip, fit_image, read_clip, read_image
+from kinema.runtime.video.core import Video
 
 
 def _banded(w=160, h=120) -> np.ndarray:

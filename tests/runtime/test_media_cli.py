@@ -9,7 +9,7 @@ import pytest
 from PIL import Image
 
 from bundle_copies import clone, replace_bytes
-from kinema.runtime.video import Video, read_metadata, read_video
+from kinema.runtime.video.core import Video, read_metadata, read_video
 from test_cli import assert_empty, assert_one_line_error, run_cli
 
 FAST = ["--steps", "1", "--guidance", "1"]

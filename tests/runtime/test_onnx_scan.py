@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 
 from kinema.runtime.errors import BundleError
-from kinema.runtime.onnx_scan import external_data_locations
+from kinema.runtime.bundle.scan import external_data_locations
 
 onnx = pytest.importorskip("onnx")
 from onnx import TensorProto, helper, numpy_helper  # noqa: E402

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from kinema.runtime import Pipeline
-from kinema.runtime import memory
+from kinema.runtime.engine import memory
 
 SETTINGS = dict(frames=5, steps=3, guidance=3.0)
 

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from kinema.runtime import policy as P
+from kinema.runtime.safety import policy as P
 from kinema.runtime.errors import InputError, PolicyError
 
 DATA = Path(__file__).parent / "data"

@@ -15,7 +15,7 @@ import pytest
 from bundle_copies import clone, replace_bytes
 from kinema.models.shapes_world import render, sample_spec
 from kinema.runtime import BundleError, Pipeline, load_bundle
-from kinema.runtime.preview import latent_preview, latent_rgb
+from kinema.runtime.bundle.preview import latent_preview, latent_rgb
 
 # Held-out clips may not reach the fit's own error; the stored map must stay within 10% of
 # the best affine map for these very clips (least squares fitted on them, in the test).

@@ -20,10 +20,10 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
-from kinema.runtime import provenance
-from kinema.runtime.bundle import load_bundle
+from kinema.runtime.safety import provenance
+from kinema.runtime.bundle.load import load_bundle
 from kinema.runtime.errors import InputError
-from kinema.runtime.video import Video, read_video
+from kinema.runtime.video.core import Video, read_video
 
 FAST = ["--steps", "2", "--frames", "5"]
 TRAINED = "http://cv.iptc.org/newscodes/digitalsourcetype/trainedAlgorithmicMedia"

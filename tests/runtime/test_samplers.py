@@ -9,7 +9,7 @@ import pytest
 torch = pytest.importorskip("torch")
 diffusers = pytest.importorskip("diffusers")
 
-from kinema.runtime import prediction, samplers, schedules
+from kinema.runtime.sampling import prediction, samplers, schedules
 from kinema.runtime.errors import Cancelled, InputError
 
 pytestmark = pytest.mark.filterwarnings("ignore:__array__ implementation doesn't accept a copy keyword:DeprecationWarning")

@@ -7,7 +7,7 @@ import pytest
 
 diffusers = pytest.importorskip("diffusers")
 
-from kinema.runtime import schedules
+from kinema.runtime.sampling import schedules
 from kinema.runtime.errors import InputError
 
 pytestmark = pytest.mark.filterwarnings("ignore:__array__ implementation doesn.t accept a copy keyword:DeprecationWarning")

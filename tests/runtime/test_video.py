@@ -8,9 +8,9 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from kinema.runtime import video as video_module
+from kinema.runtime.video import core as video_module
 from kinema.runtime.errors import InputError
-from kinema.runtime.video import Video, VideoWriter, read_metadata, read_video, upscale
+from kinema.runtime.video.core import Video, VideoWriter, read_metadata, read_video, upscale
 
 SETTINGS = {"prompt": "a red square moving right \u2014 then left", "seed": "7", "steps": "20", "bundle": "kinema-tiny"}
 

@@ -10,8 +10,8 @@ import numpy as np
 import pytest
 
 from kinema.models import shapes_bench, shapes_world
-from kinema.runtime import watermark as wm
-from kinema.runtime.video import VideoWriter, read_metadata, read_video
+from kinema.runtime.safety import watermark as wm
+from kinema.runtime.video.core import VideoWriter, read_metadata, read_video
 
 
 def reencode(frames: np.ndarray, crf: int = 28, scale: float = 1.0) -> np.ndarray:

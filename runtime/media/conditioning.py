@@ -27,10 +27,11 @@ from collections.abc import Callable, Iterator
 
 import numpy as np
 
-from . import inputs, prediction
-from .decode import StreamingDecoder
-from .errors import BundleError, Cancelled, InputError
-from .video import Video
+from ..video import inputs
+from ..sampling import prediction
+from ..engine.decode import StreamingDecoder
+from ..errors import BundleError, Cancelled, InputError
+from ..video.core import Video
 
 log = logging.getLogger("kinema")
 
@@ -517,7 +518,7 @@ def edit_length(bundle, n: int, name: str) -> int:
 
 def media_metadata(pipe, st, mode: str, **extra) -> dict[str, str]:
     """What a file made by `mode` stores: the settings, the mode and its values, the bundle and kinema's version."""
-    from .pipeline import _generator
+    from ..pipeline import _generator
 
     return st.metadata() | {k: str(v) for k, v in extra.items()} | {
         "mode": mode, "bundle": pipe.bundle.name, "bundle_sha256": pipe.bundle.digest, "generator": _generator()}

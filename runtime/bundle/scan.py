@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from .errors import BundleError
+from ..errors import BundleError
 
 # Field numbers from onnx.proto (stable since IR version 3).
 _MODEL_GRAPH, _MODEL_FUNCTIONS = 7, 25

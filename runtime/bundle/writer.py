@@ -9,7 +9,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from kinema import __version__
-from kinema.runtime.bundle import FORMAT_NAME, FORMAT_VERSION, load_bundle, sha256_file
+from kinema.runtime.bundle.load import FORMAT_NAME, FORMAT_VERSION, load_bundle, sha256_file
 from kinema.runtime.errors import InputError
 
 

@@ -20,8 +20,8 @@ from dataclasses import dataclass, field, fields
 from pathlib import Path, PurePosixPath
 from typing import Any
 
-from .errors import BundleError
-from .onnx_scan import external_data_locations
+from ..errors import BundleError
+from .scan import external_data_locations
 from .preview import PreviewMap, parse_preview
 
 FORMAT_NAME = "kinema-bundle"
@@ -38,7 +38,7 @@ MAX_TOKENS_LIMIT = 4096
 
 def default_bundle_path() -> Path:
     """The built-in bundle shipped inside the installed package."""
-    return Path(__file__).resolve().parent / "bundles" / "kinema-tiny"
+    return Path(__file__).resolve().parents[1] / "bundles" / "kinema-tiny"
 
 
 def sha256_file(path: Path, chunk: int = 1 << 20) -> str:

@@ -21,7 +21,7 @@ from typing import Any, Callable
 
 import numpy as np
 
-from .errors import InputError
+from ..errors import InputError
 
 __all__ = ["sample_euler", "sample_heun", "sample_dpmpp_2m", "sample_unipc", "SAMPLERS", "FLOW_SCHEDULE", "sampler_kwargs"]
 

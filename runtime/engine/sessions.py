@@ -6,7 +6,7 @@ from pathlib import Path
 
 import onnxruntime as ort
 
-from .errors import BundleError, InputError, ProviderError
+from ..errors import BundleError, InputError, ProviderError
 
 PROVIDERS = {
     "cpu": "CPUExecutionProvider",

@@ -27,7 +27,7 @@ from pathlib import Path
 import av
 import numpy as np
 
-from .errors import InputError
+from ..errors import InputError
 
 FIT_POLICIES = ("crop", "pad")
 MAX_INPUT_PIXELS = 64_000_000  # per image or video frame: beyond this, decoding alone needs GBs
@@ -211,7 +211,7 @@ def read_clip(path: str | os.PathLike, width: int, height: int, fps: float, fit:
     p = Path(path)
     name = os.fspath(path)
     if p.is_dir() or p.suffix.lower() == ".png":  # kinema's PNG frames: small, read whole
-        from .video import read_video
+        from .core import read_video
 
         frames, src_fps = read_video(p)
         return fit_clip(frames, src_fps, width, height, fps, fit, name, max_frames)

@@ -15,7 +15,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from .errors import KinemaError
+from ..errors import KinemaError
 
 EXIT_USAGE = 2
 
@@ -46,14 +46,14 @@ def _progress(total: int, quiet: bool):
 
 
 def cmd_generate(args) -> int:
-    from .cli_media import generate_windowed
-    from .conditioning import windowed
-    from .pipeline import Pipeline
-    from .policy import check_prompt, load_policy
-    from .provenance import signer_for_output
-    from .video import VideoWriter
+    from .media import generate_windowed
+    from ..media.conditioning import windowed
+    from ..pipeline import Pipeline
+    from ..safety.policy import check_prompt, load_policy
+    from ..safety.provenance import signer_for_output
+    from ..video.core import VideoWriter
 
-    from .accel import Accel
+    from ..sampling.accel import Accel
 
     policy = load_policy(args.policy)  # the prompt is checked before anything else is opened
     for note in policy.notes:
@@ -98,7 +98,7 @@ def cmd_generate(args) -> int:
 
 
 def cmd_info(args) -> int:
-    from .bundle import load_bundle
+    from ..bundle.load import load_bundle
 
     b = load_bundle(args.bundle)
     m = b.manifest
@@ -151,7 +151,7 @@ def _export_wan(args) -> int:
     if args.random_init or args.no_encoder:
         raise KinemaError("--random-init and --no-encoder are options of `export tiny`")
     try:
-        from kinema.export.wan import export_wan  # checks the folder before importing torch
+        from kinema.export.wan import export_wan
     except ImportError as e:
         raise KinemaError(f"export needs the torch side: pip install 'kinema[export]' ({e})") from None
     out = export_wan(args.checkpoint, Path(args.out), recipe=args.recipe, overwrite=args.overwrite)
@@ -160,9 +160,9 @@ def _export_wan(args) -> int:
 
 
 def cmd_quantize(args) -> int:
-    from kinema.quantize import commands  # plain dataclasses and checks: no onnx
+    from kinema.quantize import commands
 
-    from .bundle import load_bundle
+    from ..bundle.load import load_bundle
 
     if (args.recipe is None) == (args.target_psnr is None):
         raise KinemaError("give one of --recipe NAME|FILE.json and --target-psnr DB")
@@ -197,7 +197,7 @@ def cmd_quantize(args) -> int:
 
 
 def cmd_compare(args) -> int:
-    from kinema.quantize.commands import run_compare  # runtime and NumPy only
+    from kinema.quantize.commands import run_compare
 
     return run_compare(args)
 
@@ -309,7 +309,7 @@ def cmd_bench_shapes(args) -> int:
             return shapes_bench.ground_truth_generate(current[0], seed, frames, height, width)
 
     else:
-        from .pipeline import Pipeline
+        from ..pipeline import Pipeline
 
         pipe = Pipeline.from_bundle(args.bundle, provider=args.provider, threads=args.threads)
         checked = {}
@@ -382,7 +382,7 @@ def cmd_bench_shapes(args) -> int:
 def build_parser() -> argparse.ArgumentParser:
     from kinema import __version__
 
-    from .cli_media import add_commands as add_media_commands
+    from .media import add_commands as add_media_commands
 
     p = _Parser(prog="kinema", description="Offline text-to-video with ONNX Runtime.")
     p.add_argument("--version", action="version", version=f"kinema {__version__}")
@@ -428,7 +428,7 @@ def build_parser() -> argparse.ArgumentParser:
                         "Exit 0 when checked, 1 when a manifest is present but invalid, 2 for a file that is not a video.")
     vf.add_argument("video", help="video file (mp4, webm, gif, ...)")
     vf.add_argument("--json", action="store_true", help="print the full report as JSON")
-    vf.set_defaults(func=lambda a: __import__("kinema.runtime.verify", fromlist=["cmd_verify"]).cmd_verify(a))
+    vf.set_defaults(func=lambda a: __import__("kinema.runtime.safety.verify", fromlist=["cmd_verify"]).cmd_verify(a))
 
     i = sub.add_parser("info", help="show a bundle's components, sizes, precisions and defaults")
     i.add_argument("bundle", help="bundle folder")

@@ -14,7 +14,7 @@ from pathlib import Path
 import av
 
 from . import provenance, watermark
-from .errors import InputError
+from ..errors import InputError
 
 EXIT_INVALID = 1  # a manifest is present and fails validation (the file was changed after signing)
 

@@ -27,13 +27,13 @@ from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
 
-from .errors import InputError, PolicyError
+from ..errors import InputError, PolicyError
 
 FORMAT_NAME = "kinema-policy"
 FORMAT_VERSION = 1
 REQUIRED_CATEGORY = "sexual_minors"
 MAX_POLICY_BYTES = 1 << 20
-DEFAULT_POLICY_PATH = Path(__file__).resolve().parent / "data" / "policy.json"
+DEFAULT_POLICY_PATH = Path(__file__).resolve().parents[1] / "data" / "policy.json"
 
 # Look-alike letters from other scripts that NFKC leaves alone (Unicode confusables.txt, the common ones).
 _CONFUSABLES = str.maketrans({

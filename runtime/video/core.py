@@ -42,8 +42,8 @@ from pathlib import Path
 import av
 import numpy as np
 
-from . import watermark as wm
-from .errors import InputError
+from ..safety import watermark as wm
+from ..errors import InputError
 
 SUPPORTED_EXTENSIONS = (".mp4", ".webm", ".gif", ".png")
 VIEW_MIN_SIDE = 256  # scale="auto" upscales until the short side is at least this
@@ -222,7 +222,7 @@ class VideoWriter:
         if self._target.ext != ".mp4" or self.sign is False or (self.sign is None and not made_here):
             return None
         if self.sign is None or self.sign is True:
-            from . import provenance
+            from ..safety import provenance
 
             return provenance.signer_for(provenance.local_credentials())
         return self.sign

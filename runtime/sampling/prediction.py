@@ -22,7 +22,7 @@ from typing import Callable
 
 import numpy as np
 
-from .errors import InputError
+from ..errors import InputError
 from .schedules import sigma_to_timestep
 
 __all__ = ["KINDS", "network_inputs", "to_denoised", "initial_noise_scale", "make_denoiser"]

@@ -11,7 +11,8 @@ import secrets
 import sys
 import time
 
-from . import conditioning, inputs
+from ..media import conditioning
+from ..video import inputs
 
 
 def _progress(quiet: bool):
@@ -42,8 +43,8 @@ def _note(args, note: str | None) -> None:
 
 def _open(args, *, frames=None, seconds=None, loop=False):
     """(pipeline, settings, writer): everything checked, nothing heavy run, nothing written yet."""
-    from .pipeline import Pipeline
-    from .video import VideoWriter
+    from ..pipeline import Pipeline
+    from ..video.core import VideoWriter
 
     seed = args.seed if args.seed >= 0 else secrets.randbelow(2**32)
     pipe = Pipeline.from_bundle(args.bundle, provider=args.provider, threads=args.threads)

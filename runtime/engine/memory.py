@@ -31,7 +31,7 @@ from __future__ import annotations
 
 import math
 
-from .bundle import Bundle
+from ..bundle.load import Bundle
 
 RUNTIME_BYTES = 85 << 20
 WEIGHT_FACTOR = 1.2

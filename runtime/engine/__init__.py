@@ -1,0 +1,1 @@
+"""A bundle's graphs at work: sessions, the tokenizer, text encoding, denoising and streaming decode."""

@@ -1,0 +1,1 @@
+"""Long and conditioned clips: windows, image-to-video, extension, connection, edits and loops."""

@@ -1,0 +1,1 @@
+"""Schedules, samplers, prediction-type conversion, guidance and step skipping: NumPy only, no ONNX."""
