@@ -16,24 +16,25 @@ import hashlib
 import json
 import math
 import os
-from dataclasses import dataclass, field, fields
+from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 from typing import Any
 
 from ..errors import BundleError
 from .scan import external_data_locations
+from .manifest import (  # noqa: F401  (the format's names, re-exported for the writer and tools)
+    COMPONENTS_OPTIONAL,
+    COMPONENTS_REQUIRED,
+    FORMAT_NAME,
+    FORMAT_VERSION,
+    PREDICTION_TYPES,
+    Manifest,
+    VideoRules,
+    parse_manifest,
+)
 from .preview import PreviewMap, parse_preview
 
-FORMAT_NAME = "kinema-bundle"
-FORMAT_VERSION = 1
-COMPONENTS_REQUIRED = ("text_encoder", "denoiser", "decoder_prefix", "decoder_step")
-COMPONENTS_OPTIONAL = ("encoder",)
-PREDICTION_TYPES = ("flow", "epsilon", "v")
 MAX_MANIFEST_BYTES = 1 << 20
-# Generous bounds that still stop a hostile manifest from asking for absurd work.
-MAX_FRAMES_LIMIT = 4097
-MAX_SIDE_LIMIT = 8192
-MAX_TOKENS_LIMIT = 4096
 
 
 def default_bundle_path() -> Path:
@@ -50,25 +51,10 @@ def sha256_file(path: Path, chunk: int = 1 << 20) -> str:
 
 
 @dataclass(frozen=True)
-class VideoRules:
-    """What sizes and lengths a bundle's graphs accept, and its defaults."""
-
-    fps: float
-    frames: int
-    height: int
-    width: int
-    size_multiple: int
-    min_side: int
-    max_side: int
-    max_frames: int
-    frame_multiple: int  # frames = frame_multiple * k + frame_offset (4k+1 for a 4x causal VAE)
-    frame_offset: int
-
-
-@dataclass(frozen=True)
 class Bundle:
     path: Path
-    manifest: dict[str, Any]
+    manifest: dict[str, Any]  # manifest.json as read; `spec` is the same, typed and checked
+    spec: Manifest = field(default=None, compare=False, repr=False)
     # component (or "tokenizer") -> [(manifest name, path, identity when checked)]: the graph and its external data
     stamps: dict[str, list] = field(default_factory=dict, compare=False, repr=False)
 
@@ -102,8 +88,7 @@ class Bundle:
 
     @property
     def video(self) -> VideoRules:
-        v = self.manifest["video"]  # extra keys (from a newer exporter) are ignored, not a TypeError
-        return VideoRules(**{f.name: v[f.name] for f in fields(VideoRules)})
+        return self.spec.video
 
     @property
     def latent(self) -> dict:
@@ -193,60 +178,6 @@ def _check_file(root: Path, entry: dict, where: str, verify_hashes: bool, stamps
     return full
 
 
-def _check_rules(root: Path, m: dict):
-    v = _require(root, m, "video", dict, "manifest")
-    for key in ("frames", "height", "width", "size_multiple", "min_side", "max_side", "max_frames", "frame_multiple", "frame_offset"):
-        _require(root, v, key, int, "video")
-    fps = _require(root, v, "fps", float, "video")
-    if not 0 < fps <= 240:
-        _fail(root, f"manifest: video.fps = {fps} is outside (0, 240]")
-    if not 1 <= v["size_multiple"] <= 256 or not 1 <= v["frame_multiple"] <= 64 or not 0 <= v["frame_offset"] < 64:
-        _fail(root, "manifest: video.size_multiple, frame_multiple or frame_offset out of range")
-    if not 1 <= v["min_side"] <= v["max_side"] <= MAX_SIDE_LIMIT:
-        _fail(root, f"manifest: video sides must satisfy 1 <= min_side <= max_side <= {MAX_SIDE_LIMIT}")
-    if not 1 <= v["max_frames"] <= MAX_FRAMES_LIMIT:
-        _fail(root, f"manifest: video.max_frames must be in [1, {MAX_FRAMES_LIMIT}]")
-    lat = _require(root, m, "latent", dict, "manifest")
-    for key in ("channels", "temporal_compression", "spatial_compression"):
-        if not 1 <= _require(root, lat, key, int, "latent") <= 1024:
-            _fail(root, f"manifest: latent.{key} out of range")
-    tok = _require(root, m, "tokenizer", dict, "manifest")
-    if not 1 <= _require(root, tok, "max_length", int, "tokenizer") <= MAX_TOKENS_LIMIT:
-        _fail(root, f"manifest: tokenizer.max_length must be in [1, {MAX_TOKENS_LIMIT}]")
-    _require(root, tok, "pad_id", int, "tokenizer")
-    s = _require(root, m, "sampler", dict, "manifest")
-    pred = _require(root, s, "prediction", str, "sampler")
-    if pred not in PREDICTION_TYPES:
-        _fail(root, f"manifest: sampler.prediction {pred!r} is not one of {PREDICTION_TYPES}")
-    for key in ("steps",):
-        _require(root, s, key, int, "sampler")
-    for key in ("guidance", "shift"):
-        _require(root, s, key, float, "sampler")
-    _require(root, s, "sampler", str, "sampler")
-    if not isinstance(s.get("negative_prompt", ""), str):
-        _fail(root, "manifest: sampler.negative_prompt must be text")
-    if s.get("spacing", "leading") not in ("leading", "trailing"):
-        _fail(root, f"manifest: sampler.spacing {s.get('spacing')!r} is not 'leading' or 'trailing'")
-    vp = s.get("vp", {})
-    if not isinstance(vp, dict):
-        _fail(root, "manifest: sampler.vp must be an object")
-    for key, kind in (("num_train_timesteps", int), ("beta_start", float), ("beta_end", float), ("beta_schedule", str)):
-        if key in vp:
-            _require(root, vp, key, kind, "sampler.vp")
-    if "preview" in m:  # optional; a bundle without it simply has no previews
-        try:
-            parse_preview(m["preview"], lat["channels"])
-        except ValueError as e:
-            _fail(root, f"manifest: preview {e}")
-    d = _require(root, m, "decoder", dict, "manifest")
-    if "prefix_latent_frames" in d and not 1 <= _require(root, d, "prefix_latent_frames", int, "decoder") <= 64:
-        _fail(root, "manifest: decoder.prefix_latent_frames must be in [1, 64]")
-    caches = _require(root, d, "caches", list, "decoder")
-    for c in caches:
-        if not (isinstance(c, dict) and isinstance(c.get("input"), str) and isinstance(c.get("output"), str)):
-            _fail(root, "manifest: decoder.caches entries need string 'input' and 'output' names")
-
-
 def load_bundle(path: str | Path, *, verify_hashes: bool = True) -> Bundle:
     """Read and check a bundle folder; raises BundleError with one line naming the problem."""
     root = Path(path).expanduser()
@@ -261,24 +192,16 @@ def load_bundle(path: str | Path, *, verify_hashes: bool = True) -> Bundle:
         m = json.loads(mpath.read_text(encoding="utf-8"))
     except (UnicodeDecodeError, json.JSONDecodeError, RecursionError) as e:  # RecursionError: nested too deeply
         _fail(root, f"manifest.json is not valid JSON ({e})")
-    if not isinstance(m, dict):
-        _fail(root, "manifest.json must hold a JSON object")
-    if m.get("format") != FORMAT_NAME:
-        _fail(root, f"manifest format {m.get('format')!r} is not {FORMAT_NAME!r}")
-    version = m.get("format_version")
-    if not isinstance(version, int) or isinstance(version, bool) or version < 1:
-        _fail(root, f"manifest format_version {version!r} is not a positive integer")
-    if version > FORMAT_VERSION:
-        _fail(root, f"manifest format_version {version} is newer than this kinema supports ({FORMAT_VERSION}); upgrade kinema to use it")
-    _require(root, m, "family", str, "manifest")
-    comps = _require(root, m, "components", dict, "manifest")
-    for name in COMPONENTS_REQUIRED:
-        if name not in comps:
-            _fail(root, f"manifest: component {name!r} is missing")
-    for name in comps:
-        if name not in COMPONENTS_REQUIRED + COMPONENTS_OPTIONAL:
-            _fail(root, f"manifest: unknown component {name!r}")
-    _check_rules(root, m)
+    try:
+        spec = parse_manifest(m)
+    except BundleError as e:
+        _fail(root, str(e))
+    if "preview" in m:  # optional; a bundle without it simply has no previews
+        try:
+            parse_preview(m["preview"], spec.latent.channels)
+        except ValueError as e:
+            _fail(root, f"manifest: preview {e}")
+    comps = m["components"]
     tok_entry = m["tokenizer"]
     stamps: dict[str, list] = {}
     _check_file(root, tok_entry, "tokenizer", verify_hashes, stamps.setdefault("tokenizer", []))
@@ -302,4 +225,4 @@ def load_bundle(path: str | Path, *, verify_hashes: bool = True) -> Bundle:
                 _fail(root, f"{where}: graph names external data {loc!r} that the manifest does not list with a hash")
         _require(root, comp, "inputs", list, where)
         _require(root, comp, "outputs", list, where)
-    return Bundle(path=root.resolve(), manifest=m, stamps=stamps)
+    return Bundle(path=root.resolve(), manifest=m, spec=spec, stamps=stamps)

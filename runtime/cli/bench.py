@@ -145,6 +145,13 @@ def cmd_bench_shapes(args) -> int:
         def make(prompt: str, seed: int):
             return pipe.run(checked[prompt, seed]).frames
 
+    return _run(args, rows, seeds, bench_rows, make, settings, out)
+
+
+def _run(args, rows, seeds, bench_rows, make, settings: dict, out) -> int:
+    """Generate and score every row and seed, print the summary, write the JSON."""
+    from kinema.models import shapes_bench
+
     # ---- the work
     total = len(rows) * len(seeds)
     gen_s = 0.0

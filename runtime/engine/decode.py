@@ -15,11 +15,11 @@ class StreamingDecoder:
     """`push(latents)` -> float frames (B, t', H, W, 3) in [0, 1] for the latent frames pushed so far, or None."""
 
     def __init__(self, pipe):
-        dec = pipe.bundle.decoder
+        dec = pipe.bundle.spec.decoder
         self._prefix = pipe.session("decoder_prefix")
         self._step = pipe.session("decoder_step")
-        self._caches = dec["caches"]
-        self._n0 = dec.get("prefix_latent_frames", 1)
+        self._caches = [{"input": c.input, "output": c.output} for c in dec.caches]
+        self._n0 = dec.prefix_latent_frames
         self._pending: list[np.ndarray] = []  # latent frames waiting for the prefix graph
         self._state: dict | None = None
 

@@ -109,15 +109,12 @@ class Engine:
             # The multistep solvers run on the grids diffusers gives them (stopping short of sigma=1).
             fn = schedules.SCHEDULES[samplers.FLOW_SCHEDULE.get(st.sampler, "flow")]
             return fn(st.steps, st.shift)
-        return schedules.vp_sigmas(st.steps, self._alphas_cumprod(), spacing=self.bundle.sampler.get("spacing", "leading"))
+        return schedules.vp_sigmas(st.steps, self._alphas_cumprod(), spacing=self.bundle.spec.sampler.spacing)
 
     def _alphas_cumprod(self) -> np.ndarray:
-        cfg = self.bundle.sampler.get("vp", {})
+        vp = self.bundle.spec.sampler.vp  # the manifest parser requires it for every non-flow model
         return schedules.vp_alphas_cumprod(
-            num_train_timesteps=int(cfg.get("num_train_timesteps", 1000)),
-            beta_start=float(cfg.get("beta_start", 0.00085)),
-            beta_end=float(cfg.get("beta_end", 0.012)),
-            beta_schedule=str(cfg.get("beta_schedule", "scaled_linear")),
+            num_train_timesteps=vp.num_train_timesteps, beta_start=vp.beta_start, beta_end=vp.beta_end, beta_schedule=vp.beta_schedule,
         )
 
     def denoiser(

@@ -9,7 +9,8 @@ import pytest
 
 from bundle_copies import clone, replace_bytes
 from kinema.runtime import BundleError, InputError, Pipeline
-from kinema.runtime.media import conditioning as cond
+from kinema.runtime.media import rules, tasks
+from kinema.runtime.media import windows as win_mod
 from kinema.runtime.sampling.schedules import flow_sigmas
 
 FAST = dict(steps=2, guidance=3.0)
@@ -33,7 +34,7 @@ def _clip(n=9, seed=0) -> np.ndarray:
 
 def test_known_frames_follow_the_closed_form_and_end_at_the_given_latents(pipe):
     st = pipe.check_inputs("a red ball", frames=17, **FAST, seed=5)
-    win = cond.Windows(pipe, st)
+    win = win_mod.Windows(pipe, st)
     rng = np.random.default_rng(1)
     start = rng.standard_normal((1, 8, 2, 8, 8)).astype(np.float32)
     end = rng.standard_normal((1, 8, 1, 8, 8)).astype(np.float32)
@@ -53,7 +54,7 @@ def test_known_frames_follow_the_closed_form_and_end_at_the_given_latents(pipe):
 def test_extension_fades_the_clip_into_its_reconstruction():
     clip = np.full((9, 2, 2, 3), 200, np.uint8)
     decoded = [np.full((5, 2, 2, 3), 0.2, np.float32), np.full((4, 2, 2, 3), 0.3, np.float32)]
-    out = np.concatenate(list(cond._fade_clip(clip, iter(decoded), 5, 8.0)))
+    out = np.concatenate(list(win_mod.fade_clip(clip, iter(decoded), 5, 8.0)))
     assert out.shape == (13, 2, 2, 3)
     w = np.arange(1, 6) / 5
     expect = np.concatenate([[200.0] * 4, (1 - w) * 200 + w * 0.2 * 255, [0.3 * 255] * 4])
@@ -63,19 +64,19 @@ def test_extension_fades_the_clip_into_its_reconstruction():
 def test_a_clip_fades_into_and_out_of_its_reconstruction():
     clip = np.full((4, 1, 1, 3), 255, np.uint8)
     recon = np.zeros((4, 1, 1, 3), np.float32)
-    np.testing.assert_allclose(cond._ramp_mix(clip, recon, into=True)[:, 0, 0, 0], [0.75, 0.5, 0.25, 0.0])
-    np.testing.assert_allclose(cond._ramp_mix(clip, recon, into=False)[:, 0, 0, 0], [0.25, 0.5, 0.75, 1.0])
+    np.testing.assert_allclose(win_mod.ramp_mix(clip, recon, into=True)[:, 0, 0, 0], [0.75, 0.5, 0.25, 0.0])
+    np.testing.assert_allclose(win_mod.ramp_mix(clip, recon, into=False)[:, 0, 0, 0], [0.25, 0.5, 0.75, 1.0])
 
 
 def test_first_window_noise_is_the_plain_generation_noise(pipe):
     st = pipe.check_inputs("a red ball", frames=17, seed=11)
-    assert np.array_equal(cond.Windows(pipe, st).noise(5), pipe.initial_noise(st))
+    assert np.array_equal(win_mod.Windows(pipe, st).noise(5), pipe.initial_noise(st))
 
 
 def test_animate_starts_at_the_image_round_trip(pipe):
     img = _clip(1)[0]
     video = pipe.animate(img, "a red ball", frames=9, **FAST)
-    rt = pipe.decode(cond.encode(pipe, img[None]))[0, 0]
+    rt = pipe.decode(win_mod.encode(pipe, img[None]))[0, 0]
     rt8 = np.rint(np.clip(rt, 0, 1) * 255).astype(np.int32)
     assert video.frames.shape == (9, 64, 64, 3)
     assert np.abs(video.frames[0].astype(np.int32) - rt8).max() <= 1  # latent held to 1e-5
@@ -91,7 +92,7 @@ def test_edit_strength_1_is_plain_generation(pipe):
 
 def test_edit_small_strength_stays_close_to_the_input(pipe):
     clip = _clip(9)
-    rt = np.rint(np.clip(pipe.decode(cond.encode(pipe, clip))[0], 0, 1) * 255)
+    rt = np.rint(np.clip(pipe.decode(win_mod.encode(pipe, clip))[0], 0, 1) * 255)
     st = dict(seed=7, steps=20, guidance=3.0)
     small = pipe.edit(clip, "a blue square", 0.05, **st).frames.astype(float)
     plain = pipe.generate("a blue square", frames=9, **st).frames.astype(float)
@@ -111,14 +112,14 @@ def test_a_long_edit_goes_window_by_window(pipe):
     clip = _clip(41)
     st = pipe.check_inputs("a blue square", frames=41, seed=7, **FAST)
     seen = []
-    chunks = list(cond.edit_stream(pipe, st, clip, 0.5, callback=lambda p: seen.append((p["window"], p["windows"]))))
+    chunks = list(tasks.edit_stream(pipe, st, clip, 0.5, callback=lambda p: seen.append((p["window"], p["windows"]))))
     assert [len(c) for c in chunks] == [17, 12, 12]
     assert sorted(set(seen)) == [(0, 3), (1, 3), (2, 3)]
     # the first window is the edit of the first 17 frames alone (each window encodes its own stretch)
     first = pipe.edit(clip[:17], "a blue square", 0.5, seed=7, **FAST).frames
     assert np.array_equal(chunks[0], first)
     # the later windows stay near the source too (strength 0.5), as near as the first does
-    rt = np.rint(np.clip(pipe.decode(cond.encode(pipe, clip))[0], 0, 1) * 255)
+    rt = np.rint(np.clip(pipe.decode(win_mod.encode(pipe, clip))[0], 0, 1) * 255)
     out = np.concatenate(chunks).astype(float)
     err_first, err_rest = np.abs(out[:17] - rt[:17]).mean(), np.abs(out[17:] - rt[17:]).mean()
     assert err_rest < 2.0 * err_first, (err_first, err_rest)
@@ -126,16 +127,16 @@ def test_a_long_edit_goes_window_by_window(pipe):
 
 def test_edit_sigmas_start_at_the_strength():
     full = flow_sigmas(20, 1.0)
-    s = cond.edit_sigmas(full, 0.5, "flow")
+    s = win_mod.edit_sigmas(full, 0.5, "flow")
     assert np.array_equal(s, np.concatenate([[0.5], full[full < 0.5]])) and len(s) == 12  # 0.5, 0.474, ..., 0.001, 0
     assert np.all(np.diff(s) < 0)
-    assert np.array_equal(cond.edit_sigmas(full, 1.0, "flow"), full)
+    assert np.array_equal(win_mod.edit_sigmas(full, 1.0, "flow"), full)
 
 
 @pytest.mark.parametrize("frames,chunks", [(17, [17]), (25, [17, 8]), (41, [17, 12, 12])])
 def test_windows_stream_the_expected_frames(pipe, frames, chunks):
     st = pipe.check_inputs("a red ball", frames=frames, seed=3, **FAST)
-    sizes = [len(c) for c in cond.long_stream(pipe, st)]
+    sizes = [len(c) for c in tasks.long_stream(pipe, st)]
     assert sizes == chunks and sum(sizes) == frames
 
 
@@ -147,14 +148,14 @@ def test_long_video_starts_with_the_plain_clip(pipe):
 
 def test_seconds_60_is_windowed_and_the_limit_is_checked_first(pipe):
     st = pipe.check_inputs("a red ball", seconds=60)
-    assert st.frames == 481 and cond.windowed(pipe.bundle, st)
+    assert st.frames == 481 and rules.windowed(pipe.bundle, st)
     with pytest.raises(InputError, match=r"seconds=301 .* limit is 300 s"):
         pipe.check_inputs("a red ball", seconds=301)
 
 
 def test_reencode_seams_also_stream(pipe):
     st = pipe.check_inputs("a red ball", frames=25, seed=3, **FAST)
-    assert [len(c) for c in cond.long_stream(pipe, st, seam="reencode")] == [17, 8]
+    assert [len(c) for c in tasks.long_stream(pipe, st, seam="reencode")] == [17, 8]
 
 
 def test_loop_writes_4k_frames_starting_inside_the_plain_clip(pipe):
@@ -190,22 +191,22 @@ def test_extend_backward_streams_windows_in_time_order_and_fades_each_into_the_n
 
     clip = _clip(9)
     st = pipe.check_inputs("a red ball", seed=3, **FAST)
-    chunks = list(cond.extend_backward_stream(pipe, st, clip, 24))
+    chunks = list(tasks.extend_backward_stream(pipe, st, clip, 24))
     assert [len(c) for c in chunks] == [5, 9, 13, 9]  # earliest window first, then the clip
     assert np.array_equal(chunks[-1][4:], clip[4:])
     # reference: each window decoded whole (with its known end) and held; the next (earlier)
     # one conditioned on the first frames of the later one as decoded
-    win, later, parts = cond.Windows(pipe, st), clip, []
+    win, later, parts = win_mod.Windows(pipe, st), clip, []
     for c in reversed(chunks[:-1]):
         j = (len(c) - 1) // 4
-        lat = win.sample(j + 1 + cond.END_KNOWN, end=cond.encode_head(pipe, later))
+        lat = win.sample(j + 1 + rules.END_KNOWN, end=win_mod.encode_head(pipe, later))
         full = StreamingDecoder(pipe).push(lat)[0]
-        later = cond._u8(full[: j * 4 + 1], st.fps)
+        later = win_mod.to_uint8(full[: j * 4 + 1], st.fps)
         parts.insert(0, (later, full[j * 4 + 1 :]))
     want = [parts[0][0]]
     # each part's first 4 frames: the earlier window's decode of its known end, fading into them
     for (frames, _), (_, rec) in zip([*parts[1:], (clip, None)], parts):
-        want.append(np.concatenate([cond._u8(cond._ramp_mix(frames[:4], rec, into=False), st.fps), frames[4:]]))
+        want.append(np.concatenate([win_mod.to_uint8(win_mod.ramp_mix(frames[:4], rec, into=False), st.fps), frames[4:]]))
     for got, w in zip(chunks, want):
         assert np.array_equal(got, w)
     assert np.abs(chunks[-1][:4].astype(int) - clip[:4]).mean() < 40
@@ -226,30 +227,30 @@ def test_connect_of_one_window_is_one_sample_between_both_ends(pipe):
 
     a, b = _clip(9), _clip(5, seed=30)
     st = pipe.check_inputs("a red ball", seed=4, **FAST)
-    chunks = list(cond.connect_stream(pipe, st, a, b))
+    chunks = list(tasks.connect_stream(pipe, st, a, b))
     got = np.concatenate(chunks)
     # reference: one window from a's last 2 latents to b's first, decoded in one stream
-    win = cond.Windows(pipe, st)
-    start, end = cond.encode_tail(pipe, a), cond.encode_head(pipe, b)
+    win = win_mod.Windows(pipe, st)
+    start, end = win_mod.encode_tail(pipe, a), win_mod.encode_head(pipe, b)
     lat = win.sample(2 + 2 + 1, start=start, end=end)
     frames = StreamingDecoder(pipe).push(np.concatenate([start, lat[:, :, 2:]], axis=2))[0]
-    want = np.concatenate([a[:4], cond._u8(cond._ramp_mix(a[4:], frames[:5], into=True), st.fps),
-                           cond._u8(frames[5:-4], st.fps), cond._u8(cond._ramp_mix(b[:4], frames[-4:], into=False), st.fps), b[4:]])
+    want = np.concatenate([a[:4], win_mod.to_uint8(win_mod.ramp_mix(a[4:], frames[:5], into=True), st.fps),
+                           win_mod.to_uint8(frames[5:-4], st.fps), win_mod.to_uint8(win_mod.ramp_mix(b[:4], frames[-4:], into=False), st.fps), b[4:]])
     assert np.array_equal(got, want)
 
 
 def test_a_connect_longer_than_a_window_continues_a_like_extend_and_ends_on_b(pipe):
     a, b = _clip(9), _clip(9, seed=30)
     st = pipe.check_inputs("a red ball", seed=4, **FAST)
-    room = cond.Windows(pipe, st).most - cond.OVERLAP - cond.END_KNOWN  # new latents of a two-ended window
+    room = win_mod.Windows(pipe, st).most - rules.OVERLAP - rules.END_KNOWN  # new latents of a two-ended window
     n = room + 4
     # the first 4 new latents go from a's end window by window, as `extend` makes them; the
     # last window makes the remaining `room` with b's first latent known at its end
-    chunks = list(cond.connect_stream(pipe, st, a, b, 4 * n))
+    chunks = list(tasks.connect_stream(pipe, st, a, b, 4 * n))
     got = np.concatenate(chunks)
     assert len(got) == 9 + 4 * n + 9 and len(chunks) > 4  # streamed, not one block
     assert np.array_equal(got[:4], a[:4]) and np.array_equal(got[-5:], b[-5:])
-    ext = np.concatenate(list(cond.extend_stream(pipe, st, a, 16)))
+    ext = np.concatenate(list(tasks.extend_stream(pipe, st, a, 16)))
     assert np.array_equal(got[: 9 + 16], ext[: 9 + 16])
     assert np.abs(got[-9:-5].astype(int) - b[:4]).mean() < 40  # fades into b's own frames
 
