@@ -23,7 +23,7 @@ from .errors import Cancelled
 from .media import rules, tasks
 from .media.load import load_clip, load_image
 from .request import Request
-from .safety.policy import Policy, check_prompt, load_policy
+from .safety.policy import Policy, load_policy
 from .safety.provenance import signer_for_output
 from .sampling.accel import Accel
 from .sampling.prediction import initial_noise_scale
@@ -48,10 +48,13 @@ class Job:
 
 
 def precheck(request: Request, policy: Policy | None = None):
-    """(policy, signer, accel): what a request asks for that needs no bundle, checked first."""
+    """(policy, signer, accel): what a request asks for that needs no bundle, checked first.
+
+    The prompt itself is checked against the policy with the settings (`check_settings`);
+    the commands also check it right after this, before the bundle is read.
+    """
     if request.policy is not None:
         policy = load_policy(request.policy)
-    check_prompt(request.prompt, policy)  # before the bundle is read: a refused prompt costs nothing
     m = request.marks
     sign = None
     if request.output is not None and m.sign:

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from kinema.runtime import Pipeline
-from kinema.runtime import pipeline as pipeline_mod
+from kinema.runtime.engine import engine as pipeline_mod
 from kinema.runtime.errors import InputError
 
 

@@ -72,7 +72,7 @@ def test_logs_to_the_kinema_logger_and_prints_nothing(tiny_bundle, caplog, capsy
 
 
 def test_an_estimate_checks_the_size_only_not_a_prompt(tiny_bundle, monkeypatch):
-    from kinema.runtime import pipeline as pipeline_mod
+    from kinema.runtime import settings as pipeline_mod
 
     def refuse(prompt, policy):
         raise AssertionError(f"the prompt policy ran on {prompt!r}")
