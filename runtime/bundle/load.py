@@ -58,6 +58,10 @@ class Bundle:
     # component (or "tokenizer") -> [(manifest name, path, identity when checked)]: the graph and its external data
     stamps: dict[str, list] = field(default_factory=dict, compare=False, repr=False)
 
+    def __post_init__(self):
+        if self.spec is None:  # a Bundle made in code from a manifest dict: parsed the same way
+            object.__setattr__(self, "spec", parse_manifest(self.manifest))
+
     @property
     def name(self) -> str:
         return self.manifest.get("name", self.path.name)

@@ -160,6 +160,7 @@ class Manifest:
     preview: dict | None = None
     quantization: dict | None = None
     tools: dict | None = None
+    optimization: dict | None = None  # graph passes applied after export (quantize/fuse.py)
 
 
 def _fail(path: str, msg: str):

@@ -18,7 +18,7 @@ import pytest
 from kinema.quantize.quantize_bundle import plan, quantize_bundle, resolve_nodes
 from kinema.quantize.recipes import FLOAT_GROUPS, PRESETS, BundleRecipe, DynamicInt8, Float16, KeepFloat, WeightOnly, preset
 from kinema.runtime import Bundle, InputError, Pipeline, load_bundle
-from kinema.runtime.cli import main as cli
+from kinema.runtime import cli
 
 GEN = dict(frames=5, steps=2, seed=1, guidance=3.0)
 PROMPT = "a red ball bouncing"

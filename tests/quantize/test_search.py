@@ -16,7 +16,7 @@ from kinema.quantize import search
 from kinema.quantize.compare import CompareSettings
 from kinema.quantize.recipes import Mixed, recipe_from_dict
 from kinema.runtime import Pipeline, load_bundle
-from kinema.runtime.cli import main as cli
+from kinema.runtime import cli
 
 GEN = dict(steps=3, frames=5)
 SETTINGS = CompareSettings(("a red ball bouncing on a white background", "a green star spinning on a black background"), seeds=(0,), generate=GEN)

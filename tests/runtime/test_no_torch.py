@@ -107,7 +107,7 @@ def test_runtime_generates_without_torch(tiny_bundle, tmp_path):
         video = Pipeline.from_bundle(bundle).generate("a red ball", steps=2, frames=5, seed=3, guidance=3.0)
         assert video.num_frames == 5, video.num_frames
         video.save(out + "/api.mp4")
-        from kinema.runtime.sessions import open_session
+        from kinema.runtime.engine.sessions import open_session
         pipe = Pipeline.from_bundle(bundle)
         open_session(pipe.bundle.component_path("denoiser"), graph_sha256=pipe.bundle.components["denoiser"]["sha256"], cache_dir=out + "/cache")
         check("Pipeline.generate + Video.save")
@@ -139,7 +139,7 @@ def test_runtime_generates_without_torch(tiny_bundle, tmp_path):
         assert rc == 0, rc
         check("image and video prompts (Pillow, PyAV)")
 
-        from kinema.runtime import policy, verify  # c2pa-python, cryptography, the watermark
+        from kinema.runtime.safety import policy, verify  # c2pa-python, cryptography, the watermark
         policy.check_prompt("a red ball")
         report = verify.verify_file(out + "/cli.mp4")
         assert report["c2pa"]["valid"], report["c2pa"]

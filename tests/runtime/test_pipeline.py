@@ -7,6 +7,8 @@ import threading
 import numpy as np
 import pytest
 
+from kinema.runtime.engine.progress import Progress
+
 from kinema.runtime import Cancelled, InputError, Pipeline
 
 
@@ -62,7 +64,7 @@ def test_callback_once_per_step_with_the_payload(pipe):
     seen = []
     pipe.generate("a red ball", frames=5, steps=4, callback=seen.append)
     assert [p["step"] for p in seen] == [0, 1, 2, 3]
-    assert all({"step", "sigma", "sigma_next", "x", "denoised", "total"} <= set(p) for p in seen)
+    assert all(isinstance(p, Progress) and p.total == 4 and p.windows == 1 and p.x.shape == p.denoised.shape for p in seen)
     sigmas = [p["sigma"] for p in seen]
     assert sigmas == sorted(sigmas, reverse=True) and sigmas[0] == pytest.approx(1.0)
     assert seen[-1]["sigma_next"] == 0.0

@@ -106,7 +106,7 @@ def test_a_bundle_without_a_map_has_no_previews(tiny_bundle, tmp_path):
 @pytest.mark.parametrize(
     "entry,needle",
     [
-        ([1, 2, 3], "must be an object"),
+        ([1, 2, 3], "preview = [1, 2, 3] is not an object"),
         ({"matrix": [[0, 0, 0]] * 7, "bias": [0, 0, 0]}, "8 rows"),
         ({"matrix": [[0, 0]] * 8, "bias": [0, 0, 0]}, "8 rows"),
         ({"matrix": [[0, 0, 0]] * 8, "bias": [0, 0]}, "bias must be"),

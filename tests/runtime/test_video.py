@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from kinema.runtime.video import codecs as video_codecs
 from kinema.runtime.video import core as video_module
 from kinema.runtime.errors import InputError
 from kinema.runtime.video.core import Video, VideoWriter, read_metadata, read_video, upscale
@@ -181,7 +182,7 @@ def test_failed_encode_leaves_nothing_and_keeps_existing_file(tmp_path, monkeypa
 
 def test_failed_png_set_leaves_no_half_set(tmp_path, monkeypatch):
     (tmp_path / "out_00000.png").write_bytes(b"previous frame")
-    _fail_after_first(monkeypatch, video_module, "_png_bytes")
+    _fail_after_first(monkeypatch, video_codecs, "_png_bytes")
     with pytest.raises(RuntimeError, match="disk on fire"):
         Video(moving_squares(t=3, h=8, w=8), 8.0).save(tmp_path / "out.png")
     assert [p.name for p in tmp_path.iterdir()] == ["out_00000.png"]
