@@ -23,6 +23,7 @@ from .errors import Cancelled
 from .media import rules, tasks
 from .media.load import load_clip, load_image
 from .request import Request
+from .safety.marks import MarkRule
 from .safety.policy import Policy, load_policy
 from .safety.provenance import signer_for_output
 from .sampling.accel import Accel
@@ -44,6 +45,7 @@ class Job:
     new_frames: int | None = None  # extend and connect: frames to add
     notes: list[str] = field(default_factory=list)  # one line per input fitted
     writer: VideoWriter | None = None
+    marks: MarkRule | None = None  # kinema's marks; an in-memory Video carries them to its `save`
     extra: dict = field(default_factory=dict)  # task values stored in the metadata
 
 
@@ -88,12 +90,12 @@ def prepare(pipe, request: Request, *, policy: Policy | None = None) -> Job:
         guidance=r.guidance, shift=r.shift, seed=r.seed, sampler=r.sampler, cfg_mode=r.cfg_mode, loop=r.loop,
         policy=policy, **length,
     )
-    job = Job(r, st, accel)
+    job = Job(r, st, accel, marks=MarkRule(visible=r.marks.visible))
     if r.task == "extend" or (r.task == "connect" and r.add_seconds is not None):
         job.new_frames = rules.check_seconds(r.add_seconds, st.fps)
     if r.output is not None:
-        job.writer = VideoWriter(r.output, st.fps, st.width, st.height, scale=1 if r.native_size else "auto")
-        job.writer.sign, job.writer.visible_watermark = sign, r.marks.visible
+        job.marks = MarkRule(sign=sign, visible=r.marks.visible)
+        job.writer = VideoWriter(r.output, st.fps, st.width, st.height, scale=1 if r.native_size else "auto", marks=job.marks)
     _read_inputs(pipe, job)
     if r.task == "edit":
         job.extra["strength"] = strength
@@ -167,7 +169,7 @@ def run(pipe, job: Job, *, on_event: OnEvent | None = None, cancel=None) -> Vide
     meta = metadata(pipe, job)
     stream = chunks(pipe, job, on_event=on_event, cancel=cancel)
     if job.writer is None:
-        return Video(np.concatenate(list(stream)), job.settings.fps, meta)
+        return Video(np.concatenate(list(stream)), job.settings.fps, meta, marks=job.marks)
     job.writer.metadata = meta
     with job.writer as w:
         for chunk in stream:

@@ -112,8 +112,7 @@ def test_each_folder_imports_only_what_the_design_allows():
 
 def test_runtime_layers_point_down():
     """bundle < sampling < engine < media < (settings, request, run) < pipeline < cli; video and safety beside."""
-    # safety sits under video: the writer applies the watermark and the C2PA signer (see docs/architecture.md)
-    rank = {"errors": 0, "bundle": 1, "safety": 1, "video": 2, "sampling": 2, "engine": 3, "media": 4,
+    rank = {"errors": 0, "bundle": 1, "video": 1, "safety": 2, "sampling": 2, "engine": 3, "media": 4,
             "settings": 5, "request": 5, "run": 6, "pipeline": 7, "cli": 8}
     bad = []
     for m, targets in GRAPH.items():

@@ -35,7 +35,6 @@ from pathlib import Path
 import av
 import numpy as np
 
-from ..safety import watermark as wm
 from ..errors import InputError
 from .codecs import _AvSink, _PngSink, read_metadata, read_video  # noqa: F401  (the readers, re-exported)
 
@@ -52,6 +51,20 @@ from .constants import (  # noqa: F401
 )
 
 
+@dataclass(frozen=True)
+class FrameMarks:
+    """What a writer applies: a function on each frame at output size, metadata to add, and the .mp4 signer."""
+
+    frame: Callable[[np.ndarray], np.ndarray] | None = None
+    metadata: dict[str, str] = field(default_factory=dict)
+    sign: Callable[[Path, Path, dict], None] | None = None
+
+
+# Marks given to a writer: the marks themselves, or a rule called with the file's final
+# metadata and extension as writing starts (kinema's rule: runtime/safety/marks.py).
+Marks = FrameMarks | Callable[[dict, str], FrameMarks]
+
+
 @dataclass(eq=False)
 class Video:
     """A generated clip: `frames` uint8 (T, H, W, 3) RGB, `fps`, and the generation settings."""
@@ -59,6 +72,7 @@ class Video:
     frames: np.ndarray  # (T, H, W, 3) uint8
     fps: float
     metadata: dict[str, str] = field(default_factory=dict)
+    marks: Marks | None = field(default=None, repr=False)  # what `save` applies; a clip kinema made carries kinema's rule
 
     def __post_init__(self) -> None:
         _check_frames(self.frames, "Video frames")
@@ -94,7 +108,7 @@ class Video:
         return self.num_frames / float(self.fps)
 
     def save(self, path: str | os.PathLike, *, scale: str | int | None = "auto", crf: int | None = None,
-             sign: Callable[[Path, Path, dict], None] | bool | None = None) -> Path:
+             sign: Callable[[Path, Path, dict], None] | bool | None = None, marks: Marks | None = None) -> Path:
         """Write the clip to `path` (format from its extension, see the module doc); returns the
         written file, or the first frame for PNG frames (`out.png` -> `out_00000.png, ...`;
         `folder/` -> `folder/frame_00000.png, ...`).
@@ -102,10 +116,14 @@ class Video:
         scale: "auto" upscales by the smallest whole factor that makes the short side at least
         256 pixels (64 -> x4), with libswscale's bicubic scaler; 1 or None keeps the native size.
         crf: quality for .mp4 (0-51, default 18) and .webm (0-63, default 24); lower is better.
-        sign: see `VideoWriter`: a clip kinema generated gets its watermark and, as .mp4, a C2PA manifest.
+        marks: what to apply (default: the clip's own `marks`; a clip kinema generated gets its
+        watermark and, as .mp4, a C2PA manifest). sign: the signer for those marks (False: none).
         """
+        marks = self.marks if marks is None else marks
+        if sign is not None and hasattr(marks, "with_sign"):
+            marks = marks.with_sign(sign)
         with VideoWriter(path, self.fps, self.width, self.height, metadata=self.metadata, scale=scale, crf=crf,
-                         sign=sign) as w:
+                         marks=marks) as w:
             w.write(self.frames)
         return w.path
 
@@ -133,9 +151,7 @@ class VideoWriter:
         metadata: dict[str, str] | None = None,
         scale: str | int | None = "auto",
         crf: int | None = None,
-        sign: Callable[[Path, Path, dict], None] | bool | None = None,
-        watermark: bool | None = None,
-        visible_watermark: bool = False,
+        marks: Marks | None = None,
     ) -> None:
         metadata = {} if metadata is None else metadata
         _check_fps(fps)
@@ -163,10 +179,10 @@ class VideoWriter:
             self.out_width += self.out_width % 2
             self.out_height += self.out_height % 2
         self.crf = _resolve_crf(crf, ext)
-        if callable(sign) and ext != ".mp4":
-            raise InputError(f"content credentials (C2PA) are written into .mp4 files only, not {ext}")
-        self.sign, self.watermark, self.visible_watermark = sign, watermark, visible_watermark
-        self._invisible = False
+        if hasattr(marks, "check"):
+            marks.check(ext)  # a rule refuses what this file cannot hold now, before any work
+        self.marks = marks
+        self._mark_frame = None
         self.metadata = dict(metadata)
         self.frames_written = 0
         self.paths: tuple[Path, ...] = ()  # every file written, set on clean exit
@@ -203,23 +219,11 @@ class VideoWriter:
             self.frames_written += 1
 
     def _marks(self):
-        """Decide the marks as writing starts (metadata is final then); returns the mp4 signing hook or None.
-
-        A clip kinema generated (metadata "generator" is kinema's) gets the invisible watermark
-        (watermark=None means that rule; True/False force it) and, as .mp4, a C2PA manifest
-        signed with `sign`, or with this machine's local key when sign is None (False: none).
-        """
-        made_here = self.metadata.get("generator", "").startswith("kinema")
-        self._invisible = made_here if self.watermark is None else bool(self.watermark)
-        if self._invisible:
-            self.metadata = self.metadata | {"watermark": wm.NAME}
-        if self._target.ext != ".mp4" or self.sign is False or (self.sign is None and not made_here):
-            return None
-        if self.sign is None or self.sign is True:
-            from ..safety import provenance
-
-            return provenance.signer_for(provenance.local_credentials())
-        return self.sign
+        """Resolve the marks as writing starts (metadata is final then); returns the .mp4 signer or None."""
+        m = self.marks(self.metadata, self._target.ext) if callable(self.marks) else (self.marks or FrameMarks())
+        self.metadata = self.metadata | m.metadata
+        self._mark_frame = m.frame
+        return m.sign if self._target.ext == ".mp4" else None
 
     def _prepare(self, frame: np.ndarray) -> np.ndarray:
         """The frame at output size: upscaled, edge-padded to the sink's even sides, then marked."""
@@ -227,10 +231,8 @@ class VideoWriter:
         pad_h, pad_w = self.out_height - out.shape[0], self.out_width - out.shape[1]
         if pad_h or pad_w:
             out = np.pad(out, ((0, pad_h), (0, pad_w), (0, 0)), mode="edge")
-        if self.visible_watermark:
-            out = wm.visible_mark(out)
-        if self._invisible:  # at the written size; detection resamples whatever size it reads
-            out = wm.embed(out[None])[0]
+        if self._mark_frame is not None:
+            out = self._mark_frame(out)
         return out
 
     def __exit__(self, exc_type, exc, tb) -> bool:

@@ -20,6 +20,7 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
+from kinema.runtime.safety.marks import MarkRule
 from kinema.runtime.safety import provenance
 from kinema.runtime.bundle.load import load_bundle
 from kinema.runtime.errors import InputError
@@ -83,7 +84,7 @@ def shapes_clip(tmp_path_factory) -> Path:
     from kinema.models import shapes_bench
 
     row = shapes_bench.load_prompts(Path(shapes_bench.__file__).parent / "data" / "shapes_prompts.jsonl")[3]
-    video = Video(shapes_bench.ground_truth_generate(row, 0), 8.0, {"generator": "kinema test", "seed": "0"})
+    video = Video(shapes_bench.ground_truth_generate(row, 0), 8.0, {"generator": "kinema test", "seed": "0"}, marks=MarkRule())
     return video.save(tmp_path_factory.mktemp("shapes") / "shapes.mp4")
 
 
@@ -289,7 +290,7 @@ def test_local_key_made_once_in_config_dir(tmp_path, monkeypatch):
 def test_failed_signing_leaves_nothing(tmp_path):
     target = tmp_path / "clip.mp4"
     target.write_bytes(b"previous")
-    video = Video(np.full((3, 32, 32, 3), 90, np.uint8), 8.0, {"generator": "kinema test"})
+    video = Video(np.full((3, 32, 32, 3), 90, np.uint8), 8.0, {"generator": "kinema test"}, marks=MarkRule())
 
     def broken(src, dst, metadata):
         Path(dst).write_bytes(b"half")
@@ -302,10 +303,10 @@ def test_failed_signing_leaves_nothing(tmp_path):
 
 
 def test_video_save_signs_kinema_clips_only(tmp_path):
-    made = Video(np.full((3, 32, 32, 3), 90, np.uint8), 8.0, {"generator": "kinema test", "seed": "1"})
+    made = Video(np.full((3, 32, 32, 3), 90, np.uint8), 8.0, {"generator": "kinema test", "seed": "1"}, marks=MarkRule())
     made.save(tmp_path / "a.mp4")
     assert read_c2pa(tmp_path / "a.mp4")[0] == "Valid"
-    Video(made.frames, 8.0, {}).save(tmp_path / "b.mp4")  # not made by kinema: left alone
+    Video(made.frames, 8.0, {}, marks=MarkRule()).save(tmp_path / "b.mp4")  # kinema's rule, but not made by kinema: left alone
     with pytest.raises(c2pa.C2paError):
         read_c2pa(tmp_path / "b.mp4")
     with pytest.raises(InputError, match=r"\.mp4 files only"):

@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 
 from kinema.models import shapes_bench, shapes_world
+from kinema.runtime.safety.marks import MarkRule
 from kinema.runtime.safety import watermark as wm
 from kinema.runtime.video.core import VideoWriter, read_metadata, read_video
 
@@ -33,7 +34,7 @@ def reencode(frames: np.ndarray, crf: int = 28, scale: float = 1.0) -> np.ndarra
 
 
 def written(frames: np.ndarray, path, *, mark: bool, native: bool = False) -> np.ndarray:
-    with VideoWriter(path, 8.0, frames.shape[2], frames.shape[1], scale=1 if native else "auto", watermark=mark, sign=False) as w:
+    with VideoWriter(path, 8.0, frames.shape[2], frames.shape[1], scale=1 if native else "auto", marks=MarkRule(watermark=mark, sign=False)) as w:
         w.write(frames)
     return read_video(path)[0]
 
@@ -64,7 +65,7 @@ def test_other_aspect_and_gif(tmp_path):
     spec = shapes_world.sample_spec(np.random.default_rng(3))
     clip = shapes_world.render(spec, 9, 48, 80, rng=1)
     for name in ("c.mp4", "c.gif"):
-        with VideoWriter(tmp_path / name, 8.0, 80, 48, metadata={"generator": "kinema test"}) as w:  # kinema's clip: marked
+        with VideoWriter(tmp_path / name, 8.0, 80, 48, metadata={"generator": "kinema test"}, marks=MarkRule()) as w:  # kinema's clip: marked
             w.write(clip)
         assert read_metadata(tmp_path / name)["watermark"] == wm.NAME
         assert wm.detect(reencode(read_video(tmp_path / name)[0], 28, 0.75)).present, name
