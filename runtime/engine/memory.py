@@ -35,6 +35,7 @@ from ..bundle.load import Bundle
 
 RUNTIME_BYTES = 85 << 20
 WEIGHT_FACTOR = 1.2
+TEXT_WIDTH_UNKNOWN = 1024  # stand-in for an estimate when neither the graph nor the manifest states the width
 FLOAT = 4
 ACTIVATIONS_PER_TOKEN = 12  # residual, norm, q, k, v, attention output, 4x MLP hidden, 2 spare
 DENOISER_FALLBACK_FACTOR = 64
@@ -63,7 +64,7 @@ def estimate_memory(bundle: Bundle, frames: int, height: int, width: int, *, gui
     latent_bytes = lat["channels"] * t * h * w * FLOAT
 
     tok = bundle.tokenizer["max_length"]
-    dim = int(bundle.manifest.get("text_encoder", {}).get("dim", 1024))
+    dim = text_width(bundle)
     text = batch * tok * dim * FLOAT * TEXT_ACTIVATIONS
 
     dit = bundle.manifest.get("model", {}).get("dit")
@@ -95,3 +96,13 @@ def estimate_memory(bundle: Bundle, frames: int, height: int, width: int, *, gui
 
 
 __all__ = ["estimate_memory"]
+
+
+def text_width(bundle) -> int:
+    """The text encoder's output width, from its graph signature (the manifest's text_encoder.dim
+    when that axis is symbolic; TEXT_WIDTH_UNKNOWN when neither says, an estimate only)."""
+    shape = bundle.spec.components["text_encoder"].outputs[0].shape
+    if shape and isinstance(shape[-1], int):
+        return shape[-1]
+    dim = (bundle.spec.text_encoder or {}).get("dim")
+    return dim if isinstance(dim, int) and not isinstance(dim, bool) and dim > 0 else TEXT_WIDTH_UNKNOWN

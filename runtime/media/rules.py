@@ -18,12 +18,12 @@ POSITIONS = ("first", "leading", "last")  # manifest conditioning.known_frames v
 
 def can_condition(bundle, position: str) -> str | None:
     """None when the bundle's denoiser can take known latent frames at `position`, else why not."""
-    cond = bundle.manifest.get("conditioning", {})
-    if not isinstance(cond, dict) or cond.get("cond_latents") is not True:
+    cond = bundle.spec.conditioning
+    if cond is None or not cond.cond_latents:
         return "its denoiser takes no known latent frames (manifest conditioning.cond_latents is not true)"
-    known = cond.get("known_frames")  # absent: any position
-    if known is not None and (not isinstance(known, list) or position not in known):
-        return f"its manifest says the denoiser cannot condition on the {position} latent frames (conditioning.known_frames = {known!r})"
+    known = cond.known_frames  # None: any position
+    if known is not None and position not in known:
+        return f"its manifest says the denoiser cannot condition on the {position} latent frames (conditioning.known_frames = {list(known)!r})"
     return None
 
 
