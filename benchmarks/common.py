@@ -108,7 +108,7 @@ def describe_machine(m: dict | str) -> str:
     amx = ("AMX " + ", ".join(f.removeprefix("amx_") for f in m["amx"])) if m.get("amx") else "no AMX"
     head = f"{m.get('cpu', '?')} ({amx}), {m.get('cores', '?')} cores"
     if m.get("threads") is not None:
-        head += f" ({m['threads']} threads per engine)"
+        head += f", {m['threads']} threads used"
     if m.get("os"):
         head += f", {m['os']}"
     versions = [f"Python {m['python']}"] if m.get("python") else []
