@@ -35,7 +35,7 @@ import numpy as np
 import common
 from kinema.models import shapes_bench as sb
 from kinema.runtime import Pipeline
-from kinema.runtime.media import conditioning as cond
+from kinema.runtime.media import rules, tasks, windows
 
 NAME = "media_quality"
 PROMPT_60S = "a red ball bouncing on a white background"
@@ -65,7 +65,7 @@ def image_to_video(pipe: Pipeline, rows: list[dict], seed: int) -> dict:
     for row in rows:
         image = sb.ground_truth_generate(row, seed)[0]  # (64, 64, 3): the row's scene at frame 0
         video = pipe.animate(image, row["prompt"], seed=seed).frames
-        rt = np.rint(np.clip(pipe.decode(cond.encode(pipe, image[None]))[0, 0], 0, 1) * 255).astype(np.uint8)
+        rt = np.rint(np.clip(pipe.decode(windows.encode(pipe, image[None]))[0, 0], 0, 1) * 255).astype(np.uint8)
         per.append({
             "prompt": row["prompt"],
             "psnr_vs_image_db": psnr(video[0], image),
@@ -113,11 +113,11 @@ def _seam_stats(diffs: list[np.ndarray], seams: list[list[list[int]]]) -> dict:
 
 def seams(pipe: Pipeline, rows: list[dict], seed: int, frames: int) -> dict:
     out = {}
-    for seam in cond.SEAMS:
+    for seam in rules.SEAMS:
         diffs, where = [], []
         for row in rows:
             st = pipe.check_inputs(row["prompt"], frames=frames, seed=seed)
-            chunks = list(cond.long_stream(pipe, st, seam=seam))
+            chunks = list(tasks.long_stream(pipe, st, seam=seam))
             video = np.concatenate(chunks)
             diffs.append(frame_diffs(video))
             bounds = np.cumsum([len(c) for c in chunks])[:-1]  # index of each window's first new frame
@@ -136,7 +136,7 @@ def seams(pipe: Pipeline, rows: list[dict], seed: int, frames: int) -> dict:
         diffs.append(frame_diffs(video))  # inside: the ShapesWorld clip's and the generated frames' differences
         # the clip's last 5 frames fade into their reconstruction, then the new frames follow:
         # the pairs from entering the fade to the first new frame
-        m = 1 + pipe.bundle.latent["temporal_compression"] * (cond.OVERLAP - 1)
+        m = 1 + pipe.bundle.latent["temporal_compression"] * (rules.OVERLAP - 1)
         where.append([list(range(len(clip) - m - 1, len(clip)))])
     out["extend_clip"] = _seam_stats(diffs, where) | {
         "within_source_clip_mean": float(np.mean([frame_diffs(sb.ground_truth_generate(r, seed)).mean() for r in rows])),
@@ -149,9 +149,9 @@ def seams(pipe: Pipeline, rows: list[dict], seed: int, frames: int) -> dict:
         # backward: windows made from the clip back in time, each decoded on its own, then the
         # clip; a seam between each pair of chunks (the last one: new frames -> the clip), its
         # pairs from the window's last new frame through the next part's faded first frames
-        chunks = list(cond.extend_backward_stream(pipe, st, clip, cond.check_seconds(3.0, st.fps)))
+        chunks = list(tasks.extend_backward_stream(pipe, st, clip, rules.check_seconds(3.0, st.fps)))
         diffs.append(frame_diffs(np.concatenate(chunks)))
-        m = pipe.bundle.latent["temporal_compression"] * cond.END_KNOWN
+        m = pipe.bundle.latent["temporal_compression"] * rules.END_KNOWN
         where.append([list(range(int(b) - 1, int(b) - 1 + m)) for b in np.cumsum([len(c) for c in chunks])[:-1]])
     out["extend_backward_clip"] = _seam_stats(diffs, where)
     diffs, where = [], []

@@ -324,12 +324,12 @@ t_import = time.time()
 from kinema.runtime import Cancelled, Pipeline
 pipe = Pipeline.from_bundle(sys.argv[1], threads=int(sys.argv[4]))
 if sys.argv[2] == "cache":
-    from kinema.runtime import cache, sessions
+    from kinema.runtime.engine import cache, sessions
     real = sessions.open_session
     def cached(path, provider="cpu", threads=None):
         name = next(n for n in pipe.bundle.components if pipe.bundle.component_path(n) == path)
         return real(path, provider, threads, graph_sha256=pipe.bundle.components[name]["sha256"], cache_dir=cache.cache_root())
-    import kinema.runtime.pipeline as pl
+    import kinema.runtime.engine.engine as pl
     pl.open_session = cached
 def first(p):
     print(json.dumps({"first_step": time.time(), "import": t_import, "cpu": time.process_time()}))
@@ -370,7 +370,7 @@ import numpy as np
 pipe = Pipeline.from_bundle(sys.argv[1], threads=int(sys.argv[3]))
 st = pipe.check_inputs(sys.argv[2])
 reset(); text = pipe.encode_text([st.prompt, st.negative_prompt]); out["text_encode"] = hwm()
-from kinema.runtime import samplers
+from kinema.runtime.sampling import samplers
 reset()
 sig = pipe.sigmas(st)
 lat = samplers.SAMPLERS[st.sampler](pipe.denoiser(st, text), pipe.initial_noise(st), sig)

@@ -58,7 +58,7 @@ def ground_truth(rows, seeds) -> dict:
 
 def vae_round_trip(pipe: Pipeline, rows, seeds) -> dict:
     """Ground truth encoded and decoded by the bundle's own VAE graphs: the ceiling the DiT can reach."""
-    from kinema.runtime.media.conditioning import encode
+    from kinema.runtime.media.windows import encode
 
     scored = []
     for row in rows:

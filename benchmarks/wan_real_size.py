@@ -114,7 +114,7 @@ report({"stage": "quantize", "variant": name, "recipe": describe(recipe), "float
 
 _TIME_ORT = _COMMON + r"""
 import onnxruntime as ort
-from kinema.runtime.sessions import open_session
+from kinema.runtime.engine.sessions import open_session
 from pathlib import Path
 feeds = inputs()
 path = Path(cfg["work"]) / ("denoiser.onnx" if cfg["variant"] == "fp32" else cfg["variant"] + "/denoiser.onnx")
