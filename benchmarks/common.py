@@ -105,8 +105,10 @@ def describe_machine(m: dict | str) -> str:
     """One line for a report: `AMD EPYC (no AMX), 2 cores, Linux x86_64; Python 3.11.7, numpy 2.1, onnxruntime 1.20`."""
     if isinstance(m, str):  # a result written before the machine was a dict
         return m
-    amx = ("AMX " + ", ".join(f.removeprefix("amx_") for f in m["amx"])) if m.get("amx") else "no AMX"
-    head = f"{m.get('cpu', '?')} ({amx}), {m.get('cores', '?')} cores"
+    head = m.get("cpu", "?")
+    if "amx" in m:  # results from before it was recorded say nothing about AMX
+        head += f" (AMX {', '.join(f.removeprefix('amx_') for f in m['amx'])})" if m["amx"] else " (no AMX)"
+    head += f", {m.get('cores', '?')} cores"
     if m.get("threads") is not None:
         head += f", {m['threads']} threads used"
     if m.get("os"):
@@ -227,6 +229,10 @@ def _jsonable(v: Any) -> Any:
     raise TypeError(f"{type(v).__name__} is not JSON serializable")
 
 
+_UMASK = os.umask(0o022)
+os.umask(_UMASK)
+
+
 def _write_atomic(path: Path, text: str) -> None:
     """Write `text` to a temporary file beside `path`, then os.replace it: readers see the old file or the new one."""
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -234,6 +240,7 @@ def _write_atomic(path: Path, text: str) -> None:
     try:
         with os.fdopen(fd, "w", encoding="utf-8") as f:
             f.write(text)
+        os.chmod(tmp, 0o666 & ~_UMASK)  # as open() would make it (mkstemp's file is private)
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)

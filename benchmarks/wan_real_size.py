@@ -235,7 +235,7 @@ def main(argv=None) -> int:
         "settings": {"frames": args.frames, "height": args.height, "width": args.width, "latent": latent, "tokens": TEXT_TOKENS,
                      "layers": args.layers, "threads": args.threads, "steps_timed": args.steps, "mem_available_gib_at_start": round(free, 1),
                      "load_average_at_start": [round(v, 1) for v in os.getloadavg()]},
-        "machine": common.machine(threads=args.threads),
+        "machine": common.machine(),
         "date": common.utc_now(),
         "prepare": [],
         "timing": [],
