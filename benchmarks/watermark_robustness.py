@@ -36,6 +36,7 @@ import numpy as np  # noqa: E402
 import common  # noqa: E402
 from kinema.models import shapes_bench
 from kinema.runtime.safety import watermark as wm
+from kinema.runtime.safety.marks import MarkRule
 from kinema.runtime.video.core import VideoWriter, read_video
 
 NAME = "watermark_robustness"
@@ -46,7 +47,7 @@ WRONG_KEYS = 200
 def write(frames: np.ndarray, path: Path, *, mark: bool, native: bool) -> np.ndarray:
     """Write as kinema generate does (no C2PA: not what is measured); the decoded frames."""
     with VideoWriter(path, 8.0, frames.shape[2], frames.shape[1], scale=1 if native else "auto",
-                     watermark=mark, sign=False) as w:
+                     marks=MarkRule(watermark=mark, sign=False)) as w:
         w.write(frames)
     return read_video(path)[0]
 
