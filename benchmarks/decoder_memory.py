@@ -6,7 +6,8 @@ Each measurement runs in a fresh subprocess (peak RSS is per process): the decod
 are opened, then latents for N frames are decoded one latent frame at a time and each
 chunk is dropped (as a streaming video writer would consume it). For contrast, the same
 latents decoded by the PyTorch VAE in one call (whole clip), when torch is installed.
-Writes decoder_memory.json and decoder_memory.md.
+Writes benchmarks/results/decoder_memory/result.json and result.md (under --out, the
+results root), with the machine it ran on.
 """
 
 from __future__ import annotations
@@ -17,6 +18,9 @@ import subprocess
 import sys
 from pathlib import Path
 
+import common
+
+NAME = "decoder_memory"
 FRAMES = (17, 33, 65, 129, 257)
 
 _ONNX_CHILD = r"""
@@ -61,7 +65,7 @@ def main(argv=None):
     ap.add_argument("--bundle", default="", help="bundle folder (default: the built-in one)")
     ap.add_argument("--side", type=int, default=64, help="frame width and height")
     ap.add_argument("--threads", type=int, default=2)
-    ap.add_argument("--out", type=Path, default=Path("benchmarks/results"))
+    ap.add_argument("--out", type=Path, default=common.RESULTS, help=f"results root: writes OUT/{NAME}/result.{{json,md}} (default: benchmarks/results)")
     args = ap.parse_args(argv)
     rows = []
     for f in FRAMES:
@@ -72,9 +76,7 @@ def main(argv=None):
             row["torch_whole_clip"] = None
         rows.append(row)
         print(json.dumps(row), flush=True)
-    args.out.mkdir(parents=True, exist_ok=True)
-    result = {"side": args.side, "threads": args.threads, "rows": rows}
-    (args.out / "decoder_memory.json").write_text(json.dumps(result, indent=2) + "\n")
+    result = {"side": args.side, "threads": args.threads, "machine": common.machine(), "rows": rows}
     lines = [
         f"Decoder peak RSS (MiB) by clip length, {args.side}x{args.side}, {args.threads} threads",
         "",
@@ -84,7 +86,8 @@ def main(argv=None):
     for r in rows:
         o, t = r["onnx_streaming"], r["torch_whole_clip"]
         lines.append(f"| {r['frames']} | {o['after_load_rss_mib']:.0f} | {o['peak_rss_mib']:.0f} | {t['peak_rss_mib']:.0f} |" if t else f"| {r['frames']} | {o['after_load_rss_mib']:.0f} | {o['peak_rss_mib']:.0f} | - |")
-    (args.out / "decoder_memory.md").write_text("\n".join(lines) + "\n")
+    lines += ["", f"Machine: {common.describe_machine(result['machine'])}."]
+    common.write_result(NAME, result, "\n".join(lines) + "\n", args.out)
     print("\n".join(lines))
 
 

@@ -6,7 +6,8 @@ Each mode runs in a fresh subprocess (peak RSS is per process): the same prompt,
 settings; low_memory=True keeps one graph open at a time (the text encoder is released
 before the denoiser loads, the denoiser before the decoder). Also records which graphs
 were still open at the end and that both videos are identical.
-Writes low_memory.json and low_memory.md.
+Writes benchmarks/results/low_memory/result.json and result.md (under --out, the results
+root), with the machine it ran on.
 """
 
 from __future__ import annotations
@@ -15,8 +16,11 @@ import argparse
 import json
 import subprocess
 import sys
-import time
 from pathlib import Path
+
+import common
+
+NAME = "low_memory"
 
 _CHILD = r"""
 import hashlib, json, resource, sys, time
@@ -45,7 +49,7 @@ def main(argv=None) -> int:
     ap.add_argument("--frames", type=int, default=17)
     ap.add_argument("--steps", type=int, default=4)
     ap.add_argument("--threads", type=int, default=2)
-    ap.add_argument("--out", type=Path, default=Path(__file__).resolve().parent / "results")
+    ap.add_argument("--out", type=Path, default=common.RESULTS, help=f"results root: writes OUT/{NAME}/result.{{json,md}} (default: benchmarks/results)")
     args = ap.parse_args(argv)
     rows = []
     for low in (False, True):
@@ -56,18 +60,18 @@ def main(argv=None) -> int:
         "bundle": args.bundle or "kinema-tiny (built-in)",
         "graph_mib": graph_mib(args.bundle),
         "settings": {"frames": args.frames, "steps": args.steps, "threads": args.threads},
-        "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
+        "machine": common.machine(),
+        "date": common.utc_now(),
         "runs": rows,
         "same_video": rows[0]["video_sha256"] == rows[1]["video_sha256"],
     }
-    args.out.mkdir(parents=True, exist_ok=True)
-    (args.out / "low_memory.json").write_text(json.dumps(result, indent=2) + "\n")
     md = [f"Bundle {result['bundle']} (graphs MiB: {result['graph_mib']}), {args.frames} frames, {args.steps} steps, {args.threads} threads, {result['date']}", "",
           "| mode | peak RSS MiB | wall s | graphs open at the end |", "|---|---|---|---|"]
     for r in rows:
         md.append(f"| {'low_memory' if r['low_memory'] else 'default'} | {r['peak_rss_mib']:.0f} | {r['wall_s']} | {', '.join(r['open_at_end'])} |")
     md.append(f"\nSame video in both modes: {result['same_video']}")
-    (args.out / "low_memory.md").write_text("\n".join(md) + "\n")
+    md.append(f"\nMachine: {common.describe_machine(result['machine'])}.")
+    common.write_result(NAME, result, "\n".join(md) + "\n", args.out)
     print("\n".join(md))
     return 0
 

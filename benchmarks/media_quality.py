@@ -14,8 +14,9 @@ Measured in one run, at the bundle's default settings (size, steps, guidance, sa
   the typical (mean, median, p90) difference between consecutive frames inside clips;
 - a 60-second and a 4-second clip made by `kinema generate` in fresh processes: wall time
   (command start to file written) and peak RSS.
-Writes media_quality.json and media_quality.md; with --parts, the named parts replace
-theirs in an existing media_quality.json of the same bundle (parts can be run apart).
+Writes benchmarks/results/media_quality/result.json and result.md (under --out, the
+results root), with the machine each part ran on; with --parts, the named parts replace
+theirs in an existing result.json of the same bundle (parts can be run apart).
 """
 
 from __future__ import annotations
@@ -27,15 +28,16 @@ import os
 import subprocess
 import sys
 import tempfile
-import time
 from pathlib import Path
 
 import numpy as np
 
+import common
 from kinema.models import shapes_bench as sb
 from kinema.runtime import Pipeline
-from kinema.runtime.media import conditioning as cond
+from kinema.runtime.media import rules, tasks, windows
 
+NAME = "media_quality"
 PROMPT_60S = "a red ball bouncing on a white background"
 
 _CLI_CHILD = r"""
@@ -63,7 +65,7 @@ def image_to_video(pipe: Pipeline, rows: list[dict], seed: int) -> dict:
     for row in rows:
         image = sb.ground_truth_generate(row, seed)[0]  # (64, 64, 3): the row's scene at frame 0
         video = pipe.animate(image, row["prompt"], seed=seed).frames
-        rt = np.rint(np.clip(pipe.decode(cond.encode(pipe, image[None]))[0, 0], 0, 1) * 255).astype(np.uint8)
+        rt = np.rint(np.clip(pipe.decode(windows.encode(pipe, image[None]))[0, 0], 0, 1) * 255).astype(np.uint8)
         per.append({
             "prompt": row["prompt"],
             "psnr_vs_image_db": psnr(video[0], image),
@@ -111,11 +113,11 @@ def _seam_stats(diffs: list[np.ndarray], seams: list[list[list[int]]]) -> dict:
 
 def seams(pipe: Pipeline, rows: list[dict], seed: int, frames: int) -> dict:
     out = {}
-    for seam in cond.SEAMS:
+    for seam in rules.SEAMS:
         diffs, where = [], []
         for row in rows:
             st = pipe.check_inputs(row["prompt"], frames=frames, seed=seed)
-            chunks = list(cond.long_stream(pipe, st, seam=seam))
+            chunks = list(tasks.long_stream(pipe, st, seam=seam))
             video = np.concatenate(chunks)
             diffs.append(frame_diffs(video))
             bounds = np.cumsum([len(c) for c in chunks])[:-1]  # index of each window's first new frame
@@ -134,7 +136,7 @@ def seams(pipe: Pipeline, rows: list[dict], seed: int, frames: int) -> dict:
         diffs.append(frame_diffs(video))  # inside: the ShapesWorld clip's and the generated frames' differences
         # the clip's last 5 frames fade into their reconstruction, then the new frames follow:
         # the pairs from entering the fade to the first new frame
-        m = 1 + pipe.bundle.latent["temporal_compression"] * (cond.OVERLAP - 1)
+        m = 1 + pipe.bundle.latent["temporal_compression"] * (rules.OVERLAP - 1)
         where.append([list(range(len(clip) - m - 1, len(clip)))])
     out["extend_clip"] = _seam_stats(diffs, where) | {
         "within_source_clip_mean": float(np.mean([frame_diffs(sb.ground_truth_generate(r, seed)).mean() for r in rows])),
@@ -147,9 +149,9 @@ def seams(pipe: Pipeline, rows: list[dict], seed: int, frames: int) -> dict:
         # backward: windows made from the clip back in time, each decoded on its own, then the
         # clip; a seam between each pair of chunks (the last one: new frames -> the clip), its
         # pairs from the window's last new frame through the next part's faded first frames
-        chunks = list(cond.extend_backward_stream(pipe, st, clip, cond.check_seconds(3.0, st.fps)))
+        chunks = list(tasks.extend_backward_stream(pipe, st, clip, rules.check_seconds(3.0, st.fps)))
         diffs.append(frame_diffs(np.concatenate(chunks)))
-        m = pipe.bundle.latent["temporal_compression"] * cond.END_KNOWN
+        m = pipe.bundle.latent["temporal_compression"] * rules.END_KNOWN
         where.append([list(range(int(b) - 1, int(b) - 1 + m)) for b in np.cumsum([len(c) for c in chunks])[:-1]])
     out["extend_backward_clip"] = _seam_stats(diffs, where)
     diffs, where = [], []
@@ -172,9 +174,9 @@ def seams(pipe: Pipeline, rows: list[dict], seed: int, frames: int) -> dict:
 
 def cli_run(args: list[str]) -> dict:
     """Wall time and peak RSS of one `kinema` command in a fresh process."""
-    t0 = time.perf_counter()
+    sw = common.Stopwatch()
     r = subprocess.run([sys.executable, "-c", _CLI_CHILD, *args], capture_output=True, text=True)
-    wall = time.perf_counter() - t0
+    wall = sw.elapsed()
     lines = [x for x in r.stdout.splitlines() if x.startswith("RESULT ")]
     if r.returncode != 0 or not lines:
         raise SystemExit(f"kinema {' '.join(args)} failed:\n{r.stderr[-2000:]}")
@@ -203,11 +205,13 @@ def _f(v, digits=2) -> str:
 
 def table(result: dict) -> str:
     lines = [f"Bundle {result['bundle_name']} ({result['bundle_sha256'][:12]}), default settings {result['settings']}, seed {result['seed']}"]
+    if "machine" in result:
+        lines += ["", f"Machine: {common.describe_machine(result['machine'])}."]
     for part, fn in (("image_to_video", _i2v_table), ("seams", _seams_table), ("memory", _memory_table)):
         if part in result:
             run = result["runs"][part]
             lines += ["", *fn(result[part]), "", f"({part}: bundle {run.get('bundle_sha256', result['bundle_sha256'])[:12]}, {run['wall_s']:.0f} s, "
-                      f"load average {run['load_before']:.1f} before, {run['load_after']:.1f} after, on {os.cpu_count()} cores)"]
+                      f"load average {run['load_before']:.1f} before, {run['load_after']:.1f} after, on {run.get('machine', {}).get('cores', os.cpu_count())} cores)"]
     return "\n".join(lines)
 
 
@@ -289,7 +293,7 @@ def main(argv=None):
     ap.add_argument("--seam-frames", type=int, default=65, help="length of the long clips whose seams are measured")
     ap.add_argument("--long-seconds", type=int, default=60, help="the long clip whose wall time and peak RSS are set against a 4 s one")
     ap.add_argument("--seed", type=int, default=0)
-    ap.add_argument("--out", type=Path, default=Path("benchmarks/results"))
+    ap.add_argument("--out", type=Path, default=common.RESULTS, help=f"results root: writes OUT/{NAME}/result.{{json,md}} (default: benchmarks/results)")
     ap.add_argument("--parts", default="i2v,seams,memory", help="which measurements to run (comma-separated)")
     args = ap.parse_args(argv)
     parts = args.parts.split(",")
@@ -298,7 +302,7 @@ def main(argv=None):
     pipe = Pipeline.from_bundle(args.bundle)
     rows = sb.load_prompts(sb.PROMPTS_PATH)
     pick = lambda n: [rows[i] for i in np.linspace(0, len(rows) - 1, n).round().astype(int)]  # noqa: E731
-    path = args.out / "media_quality.json"
+    path = common.result_dir(NAME, args.out) / "result.json"
     result = json.loads(path.read_text()) if path.is_file() and parts != ["i2v", "seams", "memory"] else {}
     if result.get("bundle_sha256") != pipe.bundle.digest or result.get("seed") != args.seed:
         result = {}  # parts of another bundle or seed are not mixed in
@@ -308,6 +312,7 @@ def main(argv=None):
         "bundle_sha256": pipe.bundle.digest,
         "settings": {k: pipe.bundle.sampler[k] for k in ("sampler", "steps", "guidance", "shift")},
         "seed": args.seed,
+        "machine": common.machine(),  # this run's; each part's own is in runs
     }
     result.setdefault("runs", {})
     jobs = {
@@ -317,16 +322,14 @@ def main(argv=None):
     }
     for part in parts:
         key, run = jobs[part]
-        load0, t0 = os.getloadavg()[0], time.perf_counter()
+        load0, sw = os.getloadavg()[0], common.Stopwatch()
         result[key] = run()
         if pipe.bundle.digest != result["bundle_sha256"]:  # graphs open lazily: a bundle replaced mid-run mixes versions
             raise SystemExit(f"{pipe.bundle.path} changed while {key} was measured; run again")
-        result["runs"][key] = {"wall_s": time.perf_counter() - t0, "load_before": load0, "load_after": os.getloadavg()[0],
-                               "bundle_sha256": result["bundle_sha256"]}
-    args.out.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps(result, indent=1) + "\n")
+        result["runs"][key] = {"wall_s": sw.elapsed(), "load_before": load0, "load_after": os.getloadavg()[0],
+                               "bundle_sha256": result["bundle_sha256"], "machine": result["machine"]}
     md = table(result) + "\n\nCommand: `python benchmarks/media_quality.py` (parts: --parts i2v,seams,memory).\n"
-    (args.out / "media_quality.md").write_text(md)
+    common.write_result(NAME, result, md, args.out)
     print(md)
 
 

@@ -4,7 +4,8 @@
     python benchmarks/perf_suite.py --clock cpu --threads 1 ...   # on a machine other jobs share
 
 Sections can run as separate processes (`--sections "end to end,cold start"`, `--work DIR`
-to share the built bundles, then `--combine A/perf_suite.json B/perf_suite.json`).
+to share the built bundles, each with its own `--out`, then
+`--combine A/perf_suite/result.json B/perf_suite/result.json`).
 
 Measures, in this order and in one process (subprocesses where a fresh process is the point):
 
@@ -28,7 +29,8 @@ Measures, in this order and in one process (subprocesses where a fresh process i
 - step-skipping accelerations: speed-up, video PSNR against the plain output and ShapesBench
   adherence on the first N in-distribution prompts (quantize/compare.py's compare_generators).
 
-Writes perf_suite.json and perf_suite.md.
+Writes benchmarks/results/perf_suite/result.json and result.md (under --out, the results
+root), with the machine it ran on; while it runs, the results so far in partial.json there.
 """
 
 from __future__ import annotations
@@ -37,7 +39,6 @@ import argparse
 import collections
 import json
 import os
-import platform
 import subprocess
 import sys
 import tempfile
@@ -46,6 +47,9 @@ from pathlib import Path
 
 import numpy as np
 
+import common
+
+NAME = "perf_suite"
 PROMPT = "a red ball bouncing on a white background"
 GEMM_N = 2048
 GEMM_KINDS = ("MatMul", "Gemm", "FusedMatMul", "MatMulInteger", "DynamicQuantizeMatMul", "MatMulIntegerToFloat", "MatMulNBits", "Conv", "Attention")
@@ -62,35 +66,20 @@ CLOCK = {"now": time.perf_counter, "name": "wall"}
 
 
 def timed(fn, n: int, warm: int = 2) -> list[float]:
-    for _ in range(warm):
-        fn()
-    out = []
-    now = CLOCK["now"]
-    for _ in range(n):
-        t = now()
-        fn()
-        out.append(now() - t)
-    return out
+    """common.timed on the suite's clock."""
+    return common.timed(fn, n, warm, clock=CLOCK["now"])
 
 
 def interleaved(fns: dict, rounds: int, per_round: int, warm: int) -> dict[str, list[float]]:
-    """Seconds per call of each function, round by round in turn (so a slow spell of the machine hits all alike)."""
-    for fn in fns.values():
-        timed(fn, 0, warm=warm)
-    times = {k: [] for k in fns}
-    for _ in range(rounds):
-        for k, fn in fns.items():
-            times[k] += timed(fn, per_round, warm=0)
-    return times
+    """common.interleaved on the suite's clock: round by round in turn (so a slow spell of the machine hits all alike)."""
+    return common.interleaved(fns, rounds, per_round, warm, clock=CLOCK["now"])
 
 
 def log(msg: str, res: dict | None = None, out: Path | None = None) -> None:
     """Progress on stderr; with `res` and `out`, also the results so far (a killed run keeps them)."""
     print(f"[{time.strftime('%H:%M:%S')}] {msg}", file=sys.stderr, flush=True)
     if res is not None and out is not None:
-        out.mkdir(parents=True, exist_ok=True)
-        tmp = out / "perf_suite.partial.json"
-        tmp.write_text(json.dumps(res, indent=1, default=float) + "\n")
+        common.write_json(common.result_dir(NAME, out) / "partial.json", res)
 
 
 class section:
@@ -335,12 +324,12 @@ t_import = time.time()
 from kinema.runtime import Cancelled, Pipeline
 pipe = Pipeline.from_bundle(sys.argv[1], threads=int(sys.argv[4]))
 if sys.argv[2] == "cache":
-    from kinema.runtime import cache, sessions
+    from kinema.runtime.engine import cache, sessions
     real = sessions.open_session
     def cached(path, provider="cpu", threads=None):
         name = next(n for n in pipe.bundle.components if pipe.bundle.component_path(n) == path)
         return real(path, provider, threads, graph_sha256=pipe.bundle.components[name]["sha256"], cache_dir=cache.cache_root())
-    import kinema.runtime.pipeline as pl
+    import kinema.runtime.engine.engine as pl
     pl.open_session = cached
 def first(p):
     print(json.dumps({"first_step": time.time(), "import": t_import, "cpu": time.process_time()}))
@@ -370,13 +359,8 @@ print(json.dumps({"first_step": time.time(), "cpu": time.process_time()}))
 
 _RSS_COMMON = r"""
 import json, sys, time
-def reset():
-    with open("/proc/self/clear_refs", "w") as f:
-        f.write("5")
-def hwm():
-    for line in open("/proc/self/status"):
-        if line.startswith("VmHWM"):
-            return int(line.split()[1]) / 1024
+""" + common.source_of(common.reset_peak_rss, common.peak_rss_mib) + r"""
+reset, hwm = reset_peak_rss, peak_rss_mib
 out = {}
 """
 
@@ -386,7 +370,7 @@ import numpy as np
 pipe = Pipeline.from_bundle(sys.argv[1], threads=int(sys.argv[3]))
 st = pipe.check_inputs(sys.argv[2])
 reset(); text = pipe.encode_text([st.prompt, st.negative_prompt]); out["text_encode"] = hwm()
-from kinema.runtime import samplers
+from kinema.runtime.sampling import samplers
 reset()
 sig = pipe.sigmas(st)
 lat = samplers.SAMPLERS[st.sampler](pipe.denoiser(st, text), pipe.initial_noise(st), sig)
@@ -448,12 +432,12 @@ def run_suite(args) -> dict:
 
     def want(name: str) -> bool:
         return wanted is None or name in wanted
-    t_start = time.perf_counter()
+    suite = common.Stopwatch()
     work = Path(args.work) if args.work else Path(tempfile.mkdtemp(prefix="kinema-perf-"))
     work.mkdir(parents=True, exist_ok=True)
     src = fp32_reference(args.bundle, work)
     res: dict = {
-        "machine": {"cpu": _cpu_name(), "cores": os.cpu_count(), "threads": threads, "python": platform.python_version(), "onnxruntime": ort.__version__, "torch": torch.__version__, "numpy": np.__version__},
+        "machine": common.machine(threads=threads, onnxruntime=ort.__version__, torch=torch.__version__),
         "bundle": str(src),
         "load_average_at_start": os.getloadavg(),
     }
@@ -655,19 +639,9 @@ def run_suite(args) -> dict:
                 "reference": {**cmp["reference"], "seconds_per_video": spent["plain"]},
                 "candidates": {n: {**c, "seconds_per_video": spent[n], "speedup": spent["plain"] / spent[n], "settings": accels[n].metadata()} for n, c in cmp["candidates"].items()},
             }
-    res["suite_seconds"] = time.perf_counter() - t_start
+    res["suite_seconds"] = suite.elapsed()
     res["load_average_at_end"] = os.getloadavg()
     return res
-
-
-def _cpu_name() -> str:
-    try:
-        for line in open("/proc/cpuinfo"):
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor()
 
 
 # ------------------------------------------------------------------ report
@@ -677,7 +651,7 @@ def markdown(res: dict) -> str:
     g = res["gemm_peak"]
     m = res["machine"]
     L = [
-        f"Machine: {m['cpu']}, {m['cores']} cores ({m.get('threads', m['cores'])} threads per engine); onnxruntime {m['onnxruntime']}, torch {m['torch']}. Bundle {Path(res['bundle']).name} ({res['bundle_sha256'][:12]}), "
+        f"Machine: {common.describe_machine(m)}. Bundle {Path(res['bundle']).name} ({res['bundle_sha256'][:12]}), "
         f"default clip {res['settings']['frames']} frames {res['settings']['width']}x{res['settings']['height']}, {res['settings']['steps']} steps, guidance {res['settings']['guidance']:g}. "
         f"Suite run time {res['suite_seconds'] / 60:.1f} min; 1-minute load average {res['load_average_at_start'][0]:.1f} at its start, {res['load_average_at_end'][0]:.1f} at its end "
         "(other jobs shared the cores: absolute times are inflated, ratios come from interleaved rounds).",
@@ -772,7 +746,7 @@ def markdown(res: dict) -> str:
 def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--bundle", default=None, help="fp32 bundle (default: the built-in one)")
-    ap.add_argument("--out", type=Path, default=Path("benchmarks/results"))
+    ap.add_argument("--out", type=Path, default=common.RESULTS, help="results root: writes OUT/perf_suite/result.{json,md} (default: benchmarks/results)")
     ap.add_argument("--rounds", type=int, default=3, help="end-to-end rounds (median)")
     ap.add_argument("--step-rounds", type=int, default=5, help="denoiser-step rounds of 3 calls (median)")
     ap.add_argument("--cold-runs", type=int, default=3)
@@ -781,7 +755,7 @@ def main(argv=None):
     ap.add_argument("--sections", default=None, help="comma-separated section names to run (default: all)")
     ap.add_argument("--work", default=None, help="folder for the built bundles; bundles already there (from this source) are reused")
     ap.add_argument("--clock", choices=["wall", "cpu"], default="wall", help="cpu: time CPU seconds of this process (a machine shared with other jobs; needs --threads 1)")
-    ap.add_argument("--combine", nargs="+", default=None, metavar="JSON", help="only combine perf_suite.json files of runs of different --sections into one report in --out")
+    ap.add_argument("--combine", nargs="+", default=None, metavar="JSON", help="only combine the result.json files of runs of different --sections into one report in --out")
     ap.add_argument("--accel-bundle", default="fp32", choices=["fp32", "int8", "int4", "fp32-fused", "int8-fused"])
     args = ap.parse_args(argv)
     if args.combine:  # results of runs of different sections (e.g. in parallel) into one report
@@ -806,11 +780,9 @@ def main(argv=None):
 
 
 def write_results(res: dict, out: Path) -> None:
-    out.mkdir(parents=True, exist_ok=True)
-    (out / "perf_suite.json").write_text(json.dumps(res, indent=1, default=float) + "\n")
     md = markdown(res)
-    (out / "perf_suite.md").write_text(md)
-    (out / "perf_suite.partial.json").unlink(missing_ok=True)
+    folder = common.write_result(NAME, res, md, out)
+    (folder / "partial.json").unlink(missing_ok=True)
     print(md)
 
 

@@ -6,17 +6,20 @@ Each set is JSONL rows {"prompt": ..., "expect": category id or null}. A row cou
 true positive when the policy refuses it (category agreement is reported separately), a
 false positive when it refuses a row labelled null. `policy_prompts.jsonl` was written
 with the rules (tests assert every label); `policy_prompts_heldout.jsonl` was written
-before its first run and is only measured here. Writes policy.json and policy.md.
+before its first run and is only measured here. Writes benchmarks/results/policy_eval/result.json
+and result.md (under --out, the results root), with the machine it ran on.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
-import time
 from pathlib import Path
 
+import common
 from kinema.runtime.safety import policy as P
+
+NAME = "policy_eval"
 
 DATA = Path(__file__).resolve().parents[1] / "tests" / "runtime" / "data"
 SETS = {"tuned": DATA / "policy_prompts.jsonl", "held out": DATA / "policy_prompts_heldout.jsonl"}
@@ -25,7 +28,7 @@ SETS = {"tuned": DATA / "policy_prompts.jsonl", "held out": DATA / "policy_promp
 def evaluate(rows: list[dict], policy: P.Policy) -> dict:
     tp = fp = fn = tn = same_category = 0
     errors = []
-    t0 = time.perf_counter()
+    sw = common.Stopwatch()
     for r in rows:
         v = P.classify(r["prompt"], policy)
         got = v.category if v else None
@@ -38,7 +41,7 @@ def evaluate(rows: list[dict], policy: P.Policy) -> dict:
             same_category += got == r["expect"]
         if got != r["expect"]:
             errors.append({"prompt": r["prompt"], "expect": r["expect"], "got": got, "matched": v.matched if v else None})
-    seconds = time.perf_counter() - t0
+    seconds = sw.elapsed()
     return {
         "prompts": len(rows), "blocked_labelled": tp + fn, "allowed_labelled": tn + fp,
         "tp": tp, "fp": fp, "fn": fn, "tn": tn,
@@ -54,14 +57,12 @@ def evaluate(rows: list[dict], policy: P.Policy) -> dict:
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--policy", default=None, help="policy file (default: the built-in one)")
-    ap.add_argument("--out", default=str(Path(__file__).resolve().parent / "results"))
+    ap.add_argument("--out", default=str(common.RESULTS), help=f"results root: writes OUT/{NAME}/result.{{json,md}} (default: benchmarks/results)")
     args = ap.parse_args()
     policy = P.load_policy(args.policy)
     results = {name: evaluate([json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line.strip()], policy)
                for name, path in SETS.items()}
-    out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
-    (out / "policy.json").write_text(json.dumps({"policy": policy.source, "sets": results}, indent=2, ensure_ascii=False) + "\n")
+    machine = common.machine()
     lines = ["| set | prompts | blocked / look-alike | precision | recall | false positives | category right |",
              "|---|---:|---:|---:|---:|---:|---:|"]
     for name, r in results.items():
@@ -71,7 +72,8 @@ def main() -> None:
               for name, r in results.items() for e in r["errors"]]
     if misses:
         lines += ["", "Rows the policy gets wrong:", ""] + misses
-    (out / "policy.md").write_text("\n".join(lines) + "\n")
+    lines += ["", f"Machine: {common.describe_machine(machine)}."]
+    common.write_result(NAME, {"policy": policy.source, "machine": machine, "sets": results}, "\n".join(lines) + "\n", args.out)
     print("\n".join(lines))
 
 

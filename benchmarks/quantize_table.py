@@ -6,10 +6,10 @@ One command, rerunnable on a retrained bundle. It quantizes the bundle with each
 (kinema quantize), searches a mixed recipe for --target-psnr (kinema quantize
 --target-psnr), then runs `kinema compare` on --prompts ShapesBench rows x 1 seed at the
 bundle's default settings, each bundle's cost measured in a fresh process with
---threads threads. Writes:
+--threads threads. Writes (under --out, the results root):
 
-    benchmarks/results/quantize_table.{json,md}    the table and the int8 speed line
-    benchmarks/results/quantize_report/            the compare report (HTML, plots, contact sheet, video grid)
+    benchmarks/results/quantize_table/result.{json,md}    the table and the int8 speed line, with the machine
+    benchmarks/results/quantize_table/report/             the compare report (HTML, plots, contact sheet, video grid)
 
 The quantized bundles go to --work (default: a temporary folder, deleted at the end).
 Measured here: 930 s wall with --prompts 16 --search-prompts 2 on the 2-core machine
@@ -21,14 +21,16 @@ CPU seconds.
 from __future__ import annotations
 
 import argparse
-import json
 import shutil
 import sys
 import tempfile
 import time
 from pathlib import Path
 
+import common
+
 ROOT = Path(__file__).resolve().parent.parent
+NAME = "quantize_table"
 PRESET_ROWS = (("fp16", "fp16"), ("int8 dynamic", "int8"), ("int8 static", "int8-static"), ("int4 weight-only", "int4"))
 
 
@@ -68,15 +70,17 @@ def main(argv=None) -> int:
     ap.add_argument("--search-prompts", type=int, default=4, help="ShapesBench rows the search measures each unit on (default: 4)")
     ap.add_argument("--threads", type=int, default=1, help="ONNX Runtime threads per graph for every run (default: 1)")
     ap.add_argument("--work", type=Path, default=None, help="keep the quantized bundles in this folder")
-    ap.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "results")
+    ap.add_argument("--out", type=Path, default=common.RESULTS,
+                    help=f"results root: writes OUT/{NAME}/result.{{json,md}} and the report in OUT/{NAME}/report/ (default: benchmarks/results)")
     args = ap.parse_args(argv)
-    args.out.mkdir(parents=True, exist_ok=True)
-    check_report_dir(args.out / "quantize_report", overwrite=True)  # before any work
-    t0, c0 = time.perf_counter(), time.process_time()
+    folder = common.result_dir(NAME, args.out)
+    folder.mkdir(parents=True, exist_ok=True)
+    check_report_dir(folder / "report", overwrite=True)  # before any work
+    run, c0 = common.Stopwatch(), time.process_time()
     work = args.work or Path(tempfile.mkdtemp(prefix="kinema-quantize-table-"))
     work.mkdir(parents=True, exist_ok=True)
     src = shown = fp32_reference(args.bundle, work)
-    log = lambda msg: print(f"[{time.perf_counter() - t0:6.0f} s] {msg}", file=sys.stderr, flush=True)  # noqa: E731
+    log = lambda msg: print(f"[{run.elapsed():6.0f} s] {msg}", file=sys.stderr, flush=True)  # noqa: E731
     try:
         # a snapshot of the source, so that replacing the built-in bundle mid-run cannot mix two
         # models (an export fp32_reference made in `work` is one already)
@@ -90,18 +94,18 @@ def main(argv=None) -> int:
             out = work / preset
             if not out.exists():
                 log(f"quantize {preset}")
-                t = time.perf_counter()
-                quantize_bundle(src, out, preset)
-                made[preset] = round(time.perf_counter() - t, 1)
+                with common.Stopwatch() as sw:
+                    quantize_bundle(src, out, preset)
+                made[preset] = round(sw.seconds, 1)
             bundles.append(out)
             names.append(label)
         mixed = work / "mixed"
         if not mixed.exists():
             log(f"search --target-psnr {args.target_psnr:g}")
-            t = time.perf_counter()
-            fam0 = load_bundle(src, verify_hashes=False).family
-            search_recipe(src, mixed, args.target_psnr, settings=CompareSettings.default(fam0, args.search_prompts), threads=args.threads, progress=log)
-            made["mixed"] = round(time.perf_counter() - t, 1)
+            with common.Stopwatch() as sw:
+                fam0 = load_bundle(src, verify_hashes=False).family
+                search_recipe(src, mixed, args.target_psnr, settings=CompareSettings.default(fam0, args.search_prompts), threads=args.threads, progress=log)
+            made["mixed"] = round(sw.seconds, 1)
         search = load_bundle(mixed, verify_hashes=False).manifest["quantization"]["search"]
         chosen = ", ".join(f"{u} {lvl}" for u, lvl in search["chosen"].items() if lvl != "fp32")
         bundles.append(mixed)
@@ -111,7 +115,7 @@ def main(argv=None) -> int:
         settings = CompareSettings.default(fam, args.prompts, seeds=(0,), detail_prompts=2)
         log(f"compare {len(bundles) + 1} bundles on {len(settings.prompts)} prompts")
         report, videos = compare_bundles(src, bundles, settings, threads=args.threads, cost=True, cost_repeats=2, progress=log)
-        report_dir = write_report(report, videos, args.out / "quantize_report", overwrite=True)
+        report_dir = write_report(report, videos, folder / "report", overwrite=True)
     finally:
         if args.work is None:
             shutil.rmtree(work, ignore_errors=True)
@@ -121,7 +125,7 @@ def main(argv=None) -> int:
     ratio = fp32["cost"]["step_s"] / int8["cost"]["step_s"]
     cpu_ratio = fp32["cost"]["step_cpu_s"] / int8["cost"]["step_cpu_s"]
     d_adh = int8["adherence"] - fp32["adherence"]
-    wall, cpu = time.perf_counter() - t0, time.process_time() - c0
+    wall, cpu = run.elapsed(), time.process_time() - c0
     given = [f"--{k.replace('_', '-')} {v}" for k, v in vars(args).items() if k in ("bundle", "prompts", "search_prompts", "target_psnr", "threads") and v != ap.get_default(k)]
     command = " ".join(["python benchmarks/quantize_table.py", *given])
     s = report["settings"]
@@ -141,8 +145,9 @@ def main(argv=None) -> int:
         f"Run: `{command}` — {wall:.0f} s wall, {cpu:.0f} s CPU in the main process; "
         f"load average at the end {_loadavg()}.",
     ]
+    machine = common.machine(threads=args.threads)
+    lines.append(f"Machine: {common.describe_machine(machine)}.")
     text = "\n".join(lines) + "\n"
-    args.out.mkdir(parents=True, exist_ok=True)
     result = {
         "bundle": str(shown),
         "names": names,
@@ -155,10 +160,10 @@ def main(argv=None) -> int:
         "settings": report["settings"],
         "wall_s": wall,
         "main_process_cpu_s": cpu,
+        "machine": machine,
         "report": str(report_dir.relative_to(ROOT) if report_dir.is_relative_to(ROOT) else report_dir),
     }
-    (args.out / "quantize_table.json").write_text(json.dumps(result, indent=1) + "\n")
-    (args.out / "quantize_table.md").write_text(text)
+    common.write_result(NAME, result, text, args.out)
     print(text)
     return 0
 

@@ -2,6 +2,9 @@
 
     python benchmarks/screenshot_report.py [REPORT_DIR] [-o docs/quantize_report.png]
 
+REPORT_DIR defaults to benchmarks/results/quantize_table/report, the compare report
+benchmarks/quantize_table.py writes.
+
 Needs a Chromium (or Chrome) binary on PATH: `apt-get install chromium` on Debian/Ubuntu.
 The page is opened from disk with a tall window so the summary table, both plots and
 the contact sheet are in one picture; the script then checks the PNG is not blank.
@@ -79,7 +82,8 @@ def screenshot(report_dir: Path, out: Path, width: int = 1300, height: int = 260
 
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("report", nargs="?", type=Path, default=ROOT / "benchmarks" / "results" / "quantize_report")
+    ap.add_argument("report", nargs="?", type=Path, default=ROOT / "benchmarks" / "results" / "quantize_table" / "report",
+                    help="compare report folder (default: benchmarks/results/quantize_table/report)")
     ap.add_argument("-o", "--out", type=Path, default=ROOT / "docs" / "quantize_report.png")
     ap.add_argument("--height", type=int, default=2600)
     args = ap.parse_args(argv)

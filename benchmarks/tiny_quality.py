@@ -2,24 +2,29 @@
 
     python benchmarks/tiny_quality.py [--bundle DIR] [--seeds 2] [--out benchmarks/results]
 
-Writes tiny_quality.json and tiny_quality.md (a table for the README) and
-docs/contact_sheet.png (generated clips, one row per prompt, every 4th frame).
+Writes benchmarks/results/tiny_quality/result.json and result.md (a table for the README;
+under --out, the results root), with the machine it ran on, and docs/contact_sheet.png
+(generated clips, one row per prompt, every 4th frame). A quantized bundle's results are
+named after its recipe instead of `result` (the int8 bundle: int8.json and int8.md), so
+that the fp32 and quantized runs of one model sit side by side.
 """
 
 from __future__ import annotations
 
 import argparse
-import json
+import re
 import subprocess
 import sys
 import tempfile
-import time
 from pathlib import Path
 
 import numpy as np
 
+import common
 from kinema.models import shapes_bench as sb
 from kinema.runtime import Pipeline
+
+NAME = "tiny_quality"
 
 DATA = Path(sb.__file__).resolve().parent / "data"
 SHEET_PROMPTS = [
@@ -36,9 +41,9 @@ def bench(pipe: Pipeline, rows, seeds, **settings) -> dict:
     def generate(prompt, seed):
         return pipe.generate(prompt, seed=seed, **settings).frames
 
-    t0 = time.perf_counter()
+    sw = common.Stopwatch()
     res = sb.run_bench(rows, seeds, generate)
-    res["seconds_per_video"] = (time.perf_counter() - t0) / (len(rows) * len(seeds))
+    res["seconds_per_video"] = sw.elapsed() / (len(rows) * len(seeds))
     return res
 
 
@@ -53,7 +58,7 @@ def ground_truth(rows, seeds) -> dict:
 
 def vae_round_trip(pipe: Pipeline, rows, seeds) -> dict:
     """Ground truth encoded and decoded by the bundle's own VAE graphs: the ceiling the DiT can reach."""
-    from kinema.runtime.media.conditioning import encode
+    from kinema.runtime.media.windows import encode
 
     scored = []
     for row in rows:
@@ -93,18 +98,26 @@ def wall_time(bundle: str | None) -> dict:
         cmd = [sys.executable, "-m", "kinema.runtime.cli.main", "generate", "a yellow star spinning on a gray background", "-o", f"{d}/star.mp4", "-q"]
         if bundle:
             cmd += ["--bundle", bundle]
-        t0 = time.perf_counter()
+        sw = common.Stopwatch()
         subprocess.run(cmd, check=True)
-        seconds = time.perf_counter() - t0
+        seconds = sw.elapsed()
     shown = "kinema generate \"a yellow star spinning on a gray background\" -o star.mp4" + (f" --bundle {bundle}" if bundle else "")
     return {"command": shown, "seconds": seconds}
+
+
+def result_stem(bundle) -> str:
+    """`result` for a float bundle; for a quantized one, its recipe's name (e.g. `int8`)."""
+    recipe = (bundle.manifest.get("quantization") or {}).get("recipe") or {}
+    name = re.sub(r"[^A-Za-z0-9._-]+", "_", str(recipe.get("name") or "")).strip("._")
+    return name or "result"
 
 
 def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--bundle", default=None)
     ap.add_argument("--seeds", type=int, default=2)
-    ap.add_argument("--out", type=Path, default=Path("benchmarks/results"))
+    ap.add_argument("--out", type=Path, default=common.RESULTS,
+                    help=f"results root: writes OUT/{NAME}/result.{{json,md}}, or <recipe>.{{json,md}} for a quantized bundle (default: benchmarks/results)")
     ap.add_argument("--sheet", default="docs/contact_sheet.png", help="contact sheet path ('' for none)")
     ap.add_argument("--threads", type=int, default=None, help="ONNX Runtime threads per graph (default: all cores)")
     ap.add_argument("--no-references", action="store_true",
@@ -119,6 +132,7 @@ def main(argv=None):
         "bundle_sha256": pipe.bundle.digest,
         "settings": {k: pipe.bundle.sampler[k] for k in ("sampler", "steps", "guidance", "shift")},
         "seeds": seeds,
+        "machine": common.machine(threads=args.threads),
         "in_distribution": bench(pipe, rows_in, seeds),
         "held_out": bench(pipe, rows_out, seeds),
         "wall_time": wall_time(args.bundle),
@@ -128,9 +142,7 @@ def main(argv=None):
         result["ground_truth_through_vae"] = vae_round_trip(pipe, rows_in, seeds)
     if args.sheet:
         contact_sheet(pipe, Path(args.sheet))
-    args.out.mkdir(parents=True, exist_ok=True)
     slim = {k: ({kk: vv for kk, vv in v.items() if kk != "rows"} if isinstance(v, dict) else v) for k, v in result.items()}
-    (args.out / "tiny_quality.json").write_text(json.dumps(result, indent=1, default=float) + "\n")
     attrs = ["background", "count", "color", "shape", "size", "motion"]
     lines = [
         f"ShapesBench, {len(seeds)} seeds, bundle {pipe.bundle.name} ({slim['settings']})",
@@ -150,7 +162,8 @@ def main(argv=None):
         )
     lines += ["", "Motion accuracy by kind (in distribution): " + ", ".join(f"{k} {v:.2f}" for k, v in result["in_distribution"].get("motion_by_kind", {}).items())]
     lines += ["", f"Wall time, command start to file written: {result['wall_time']['seconds']:.1f} s (`{result['wall_time']['command']}`)"]
-    (args.out / "tiny_quality.md").write_text("\n".join(lines) + "\n")
+    lines += ["", f"Machine: {common.describe_machine(result['machine'])}."]
+    common.write_result(NAME, result, "\n".join(lines) + "\n", args.out, stem=result_stem(pipe.bundle))
     print("\n".join(lines))
 
 

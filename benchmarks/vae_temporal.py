@@ -8,20 +8,23 @@ git). Frame pair i is frames (i, i+1); with 4x causal time compression, pairs wi
 i % 4 == 0 cross a latent boundary (frame 4j -> 4j+1), which is also where a long video's
 window seams fall. Reports the mean absolute difference (0-255) of each pair position for
 the clips and for their round trip, and the round trip's mean absolute error.
-Writes vae_temporal.json and vae_temporal.md.
+Writes benchmarks/results/vae_temporal/result.json and result.md (under --out, the results
+root), with the machine it ran on.
 """
 
 from __future__ import annotations
 
 import argparse
-import json
 from pathlib import Path
 
 import numpy as np
 import torch
 
+import common
 from kinema.models import train_tiny as tt
 from kinema.models.tiny_vae import TinyVAE, VAEConfig
+
+NAME = "vae_temporal"
 
 
 def to_uint8(v: torch.Tensor) -> torch.Tensor:  # (n, 3, T, H, W) in [-1, 1]
@@ -49,7 +52,7 @@ def main(argv=None):
     ap.add_argument("--weights", type=Path, nargs="+", default=[tt.VAE_WEIGHTS])
     ap.add_argument("--clips", type=int, default=32)
     ap.add_argument("--seed", type=int, default=123)
-    ap.add_argument("--out", type=Path, default=Path("benchmarks/results"))
+    ap.add_argument("--out", type=Path, default=common.RESULTS, help=f"results root: writes OUT/{NAME}/result.{{json,md}} (default: benchmarks/results)")
     args = ap.parse_args(argv)
     torch.set_num_threads(2)
     rows = [measure(w, args.clips, args.seed) for w in args.weights]
@@ -64,9 +67,10 @@ def main(argv=None):
             d = r[kind]
             err = f"{r['round_trip_abs_error']:.2f}" if kind == "round_trip" else ""
             lines.append(f"| {Path(r['weights']).name} | {kind.replace('_', ' ')} | " + " | ".join(f"{x:.3f}" for x in d) + f" | {np.mean(d):.3f} | {err} |")
-    args.out.mkdir(parents=True, exist_ok=True)
-    (args.out / "vae_temporal.json").write_text(json.dumps(rows, indent=1) + "\n")
-    (args.out / "vae_temporal.md").write_text("\n".join(lines) + "\n\nCommand: `python benchmarks/vae_temporal.py`\n")
+    machine = common.machine(torch=torch.__version__, threads=torch.get_num_threads())
+    result = {"clips": args.clips, "seed": args.seed, "machine": machine, "rows": rows}
+    md = "\n".join(lines) + f"\n\nCommand: `python benchmarks/vae_temporal.py`. Machine: {common.describe_machine(machine)}.\n"
+    common.write_result(NAME, result, md, args.out)
     print("\n".join(lines))
 
 

@@ -20,7 +20,8 @@ Runtime at once. The script checks MemAvailable first and writes the JSON after 
 stage, so an interrupted run keeps what it measured. Large files live under --work and
 are deleted at the end unless --keep. `--layers 2` runs the same path on a 2-layer model
 (a quick check of the script itself).
-Writes wan_real_size.json and wan_real_size.md to --out.
+Writes benchmarks/results/wan_real_size/result.json and result.md (under --out, the results
+root), with the machine it ran on.
 """
 
 from __future__ import annotations
@@ -28,13 +29,15 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import shutil
 import statistics
 import subprocess
 import sys
-import time
 from pathlib import Path
+
+import common
+
+NAME = "wan_real_size"
 
 # Wan-AI/Wan2.1-T2V-1.3B-Diffusers transformer/config.json
 WAN21_1_3B = dict(
@@ -111,7 +114,7 @@ report({"stage": "quantize", "variant": name, "recipe": describe(recipe), "float
 
 _TIME_ORT = _COMMON + r"""
 import onnxruntime as ort
-from kinema.runtime.sessions import open_session
+from kinema.runtime.engine.sessions import open_session
 from pathlib import Path
 feeds = inputs()
 path = Path(cfg["work"]) / ("denoiser.onnx" if cfg["variant"] == "fp32" else cfg["variant"] + "/denoiser.onnx")
@@ -169,18 +172,17 @@ def mem_available_gib() -> float:
 
 
 def run_child(code: str, cfg: dict, timeout: float) -> dict:
-    t0 = time.perf_counter()
+    sw = common.Stopwatch()
     p = subprocess.run([sys.executable, "-c", code, json.dumps(cfg)], capture_output=True, text=True, timeout=timeout)
     lines = [ln for ln in p.stdout.splitlines() if ln.startswith("RESULT ")]
     if p.returncode != 0 or not lines:
         tail = (p.stderr.strip().splitlines() or ["(no output)"])[-1]
-        return {"error": f"exit {p.returncode}: {tail}", "wall_s": round(time.perf_counter() - t0, 1)}
+        return {"error": f"exit {p.returncode}: {tail}", "wall_s": round(sw.elapsed(), 1)}
     return json.loads(lines[-1][len("RESULT "):])
 
 
-def write(results: dict, out: Path) -> None:
-    out.mkdir(parents=True, exist_ok=True)
-    (out / "wan_real_size.json").write_text(json.dumps(results, indent=2) + "\n")
+def write(results: dict, out: Path) -> str:
+    """Write the results so far (JSON and Markdown table); returns the Markdown."""
     rows = ["| variant | s / step (median) | steps timed | load s | CPU s (child) | peak RSS MiB | SQNR vs ONNX fp32 dB |", "|---|---|---|---|---|---|---|"]
     for r in results["timing"]:
         if "error" in r:
@@ -199,14 +201,16 @@ def write(results: dict, out: Path) -> None:
     s = results["settings"]
     head = (f"Wan2.1-T2V-1.3B transformer ({s['layers']} layers, random weights), one sampling step with guidance = batch 2, "
             f"{s['frames']} frames at {s['width']}x{s['height']} (latent {s['latent']}), {s['tokens']} text tokens, {s['threads']} threads, "
-            f"{results['machine']}, {results['date']}, load average at start {s['load_average_at_start']}")
-    (out / "wan_real_size.md").write_text(head + "\n\n" + "\n".join(rows + prep) + "\n")
+            f"{common.describe_machine(results['machine'])}, {results['date']}, load average at start {s['load_average_at_start']}")
+    md = head + "\n\n" + "\n".join(rows + prep) + "\n"
+    common.write_result(NAME, results, md, out)
+    return md
 
 
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--work", type=Path, default=Path("runs/wan_real_size"), help="folder for the large graphs (deleted at the end unless --keep)")
-    ap.add_argument("--out", type=Path, default=Path(__file__).resolve().parent / "results")
+    ap.add_argument("--out", type=Path, default=common.RESULTS, help=f"results root: writes OUT/{NAME}/result.{{json,md}} (default: benchmarks/results)")
     ap.add_argument("--frames", type=int, default=9)
     ap.add_argument("--height", type=int, default=128)
     ap.add_argument("--width", type=int, default=128)
@@ -231,16 +235,17 @@ def main(argv=None) -> int:
         "settings": {"frames": args.frames, "height": args.height, "width": args.width, "latent": latent, "tokens": TEXT_TOKENS,
                      "layers": args.layers, "threads": args.threads, "steps_timed": args.steps, "mem_available_gib_at_start": round(free, 1),
                      "load_average_at_start": [round(v, 1) for v in os.getloadavg()]},
-        "machine": f"{platform.machine()} {platform.processor() or ''} {_cpu_name()}".strip(),
-        "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
+        "machine": common.machine(),
+        "date": common.utc_now(),
         "prepare": [],
         "timing": [],
     }
     variants = [v.strip() for v in args.variants.split(",") if v.strip()]
+    md = ""
     try:
         r = run_child(_EXPORT, cfg, timeout=3600)
         results["prepare"].append({"stage": "export", **r})
-        write(results, args.out)
+        md = write(results, args.out)
         print(json.dumps(results["prepare"][-1])[:400], file=sys.stderr)
         if "error" in r:
             return 1
@@ -249,30 +254,20 @@ def main(argv=None) -> int:
             if kind == "onnx" and prec != "fp32":
                 q = run_child(_QUANTIZE, {**cfg, "variant": prec}, timeout=3600)
                 results["prepare"].append({"stage": "quantize", "variant": prec, **q})
-                write(results, args.out)
+                md = write(results, args.out)
                 if "error" in q:
                     results["timing"].append({"variant": v, "error": "quantization failed"})
                     continue
             code = _TIME_ORT if kind == "onnx" else _TIME_TORCH
             t = run_child(code, {**cfg, "variant": prec}, timeout=3600)
             results["timing"].append({"variant": v, **t})
-            write(results, args.out)
+            md = write(results, args.out)
             print(json.dumps(results["timing"][-1])[:400], file=sys.stderr)
     finally:
         if not args.keep:
             shutil.rmtree(args.work, ignore_errors=True)
-    print((args.out / "wan_real_size.md").read_text())
+    print(md)
     return 0
-
-
-def _cpu_name() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return ""
 
 
 if __name__ == "__main__":

@@ -15,17 +15,16 @@ CRF 18), once with the watermark and once without, then attacked:
 Reports the detection rate on watermarked clips, the false-positive rate on clips without
 it (same attacks), the score distributions, the watermark's PSNR cost, and the false-positive
 rate of 200 wrong keys on the watermarked clips (a denser sample of the null distribution).
-Writes watermark.json and watermark.md.
+Writes benchmarks/results/watermark_robustness/result.json and result.md (under --out, the
+results root), with the machine it ran on.
 """
 
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import sys
 import tempfile
-import time
 from pathlib import Path
 
 os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")  # small matrices: BLAS threads only contend
@@ -34,10 +33,13 @@ os.environ.setdefault("OMP_NUM_THREADS", "1")
 import av  # noqa: E402
 import numpy as np  # noqa: E402
 
+import common  # noqa: E402
 from kinema.models import shapes_bench
 from kinema.runtime.safety import watermark as wm
+from kinema.runtime.safety.marks import MarkRule
 from kinema.runtime.video.core import VideoWriter, read_video
 
+NAME = "watermark_robustness"
 PROMPTS = Path(shapes_bench.__file__).parent / "data" / "shapes_prompts.jsonl"
 WRONG_KEYS = 200
 
@@ -45,7 +47,7 @@ WRONG_KEYS = 200
 def write(frames: np.ndarray, path: Path, *, mark: bool, native: bool) -> np.ndarray:
     """Write as kinema generate does (no C2PA: not what is measured); the decoded frames."""
     with VideoWriter(path, 8.0, frames.shape[2], frames.shape[1], scale=1 if native else "auto",
-                     watermark=mark, sign=False) as w:
+                     marks=MarkRule(watermark=mark, sign=False)) as w:
         w.write(frames)
     return read_video(path)[0]
 
@@ -91,14 +93,14 @@ def main() -> None:
     ap.add_argument("--clips", type=int, default=120, help="ShapesWorld ground-truth clips")
     ap.add_argument("--generated", type=int, default=20, help="clips generated with the bundle")
     ap.add_argument("--bundle", default=None)
-    ap.add_argument("--out", default=str(Path(__file__).resolve().parent / "results"))
+    ap.add_argument("--out", default=str(common.RESULTS), help=f"results root: writes OUT/{NAME}/result.{{json,md}} (default: benchmarks/results)")
     args = ap.parse_args()
 
     keys = np.random.default_rng(1).integers(1, 2**62, WRONG_KEYS)
     attacks = ("written", "crf28", "down0.75")
     rows = []
     used: dict = {}
-    t0 = time.perf_counter()
+    sw = common.Stopwatch()
     with tempfile.TemporaryDirectory() as d:
         for i, (source, frames) in enumerate(clips(args.clips, args.generated, args.bundle, used)):
             row = {"source": source}
@@ -118,7 +120,7 @@ def main() -> None:
                     row[f"{tag}{name}"] = wm.detect(m).score
                     row[f"{tag}{name} unmarked"] = wm.detect(p).score
             rows.append(row)
-            sys.stderr.write(f"\rwatermark: {i + 1}/{args.clips + args.generated} clips, {time.perf_counter() - t0:.0f} s ")
+            sys.stderr.write(f"\rwatermark: {i + 1}/{args.clips + args.generated} clips, {sw.elapsed():.0f} s ")
             sys.stderr.flush()
     sys.stderr.write("\n")
 
@@ -139,7 +141,8 @@ def main() -> None:
     result = {
         "method": "spread spectrum, 32x32 keyed grid, bilinear carrier in luma", "strength": wm.STRENGTH,
         "threshold": wm.THRESHOLD, "clips": {"ground truth": args.clips, "generated": args.generated}, **used,
-        "wall_s": time.perf_counter() - t0,
+        "wall_s": sw.elapsed(),
+        "machine": common.machine(),
         "psnr_embed_db": {"mean": float(np.mean([r["psnr_embed_db"] for r in rows])), "min": float(np.min([r["psnr_embed_db"] for r in rows]))},
         "psnr_embed_native_db": {"mean": float(np.mean([r["psnr_embed_native_db"] for r in rows])), "min": float(np.min([r["psnr_embed_native_db"] for r in rows]))},
         "psnr_file_db": {"mean": float(np.mean([r["psnr_file_db"] for r in rows])), "min": float(np.min([r["psnr_file_db"] for r in rows]))},
@@ -147,9 +150,6 @@ def main() -> None:
                        "mean": float(wrong.mean()), "std": float(wrong.std()), "max": float(wrong.max())},
         "table": table, "rows": rows,
     }
-    out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
-    (out / "watermark.json").write_text(json.dumps(result, indent=1) + "\n")
     lines = [f"Watermark {wm.NAME}: strength {wm.STRENGTH:g} levels, threshold {wm.THRESHOLD:g}. "
              f"PSNR of the mark at 256x256: {result['psnr_embed_db']['mean']:.1f} dB (min {result['psnr_embed_db']['min']:.1f}); "
              f"written file marked vs unmarked: {result['psnr_file_db']['mean']:.1f} dB; "
@@ -164,8 +164,9 @@ def main() -> None:
                      f"{u['rate']:.3f} | {u['max']:.1f} |")
     w = result["wrong_keys"]
     lines += ["", f"Wrong keys on marked clips: {w['scores']} scores, mean {w['mean']:.2f}, std {w['std']:.2f}, max {w['max']:.1f}, "
-              f"false-positive rate {w['false_positive_rate']:.4f}. Wall time {result['wall_s']:.0f} s."]
-    (out / "watermark.md").write_text("\n".join(lines) + "\n")
+              f"false-positive rate {w['false_positive_rate']:.4f}. Wall time {result['wall_s']:.0f} s.",
+              "", f"Machine: {common.describe_machine(result['machine'])}."]
+    common.write_result(NAME, result, "\n".join(lines) + "\n", args.out)
     print("\n".join(lines))
 
 
