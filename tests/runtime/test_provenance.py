@@ -80,7 +80,7 @@ def shapes_clip(tmp_path_factory) -> Path:
     """A kinema-made clip with realistic content (a ShapesWorld render, 17 frames), saved as kinema saves it.
 
     The random-init test bundle draws noise, which hides the watermark (score ~3.5 on its
-    5-frame clips); trained-model output scores 13-16 (benchmarks/results/watermark.md)."""
+    5-frame clips); trained-model output scores 13-16 (benchmarks/results/watermark_robustness/result.md)."""
     from kinema.models import shapes_bench
 
     row = shapes_bench.load_prompts(Path(shapes_bench.__file__).parent / "data" / "shapes_prompts.jsonl")[3]
