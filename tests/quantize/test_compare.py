@@ -21,7 +21,7 @@ from kinema.quantize.compare import CompareSettings, compare_bundles, compare_ge
 from kinema.quantize.cost import bundle_bytes
 from kinema.quantize.quantize_bundle import quantize_bundle
 from kinema.runtime import Pipeline, load_bundle
-from kinema.runtime.cli import main as cli
+from kinema.runtime import cli  # the package: cli.main is the command
 from kinema.runtime.video.core import read_video
 
 GEN = dict(steps=3, frames=5)
