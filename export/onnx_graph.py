@@ -2,7 +2,7 @@
 
 A family file wraps its modules so `forward(*inputs)` takes the tensors named by a
 `GraphSpec` in order, picks example and check inputs, and declares each graph as a
-`ComponentExport` (export/tiny_graphs.py, export/wan_graphs.py); `export_components`
+`ComponentExport` (export/tiny.py, export/wan_graphs.py); `export_components`
 runs them. This file does the rest: trace with the dynamo exporter, check the saved
 graph (names, then dynamic axes, then shapes, then values at a shape other than the
 traced one; export/graph_checks.py), and move the file into place only when every

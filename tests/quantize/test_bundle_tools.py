@@ -9,7 +9,7 @@ import shutil
 import onnx
 import pytest
 
-from kinema.export import tiny
+from kinema.export import tiny_manifest as tiny
 from kinema.runtime.bundle.load import load_bundle
 from kinema.runtime.errors import BundleError, InputError
 from kinema.quantize.bundle_tools import GENERIC_PROMPTS, spread, tools_from_manifest, tools_of

@@ -16,7 +16,7 @@ import onnx
 import pytest
 
 from kinema.quantize.quantize_bundle import plan, quantize_bundle, resolve_nodes
-from kinema.export.tiny import FLOAT_GROUPS
+from kinema.export.tiny_manifest import FLOAT_GROUPS
 from kinema.quantize.recipes import PRESETS, BundleRecipe, DynamicInt8, Float16, KeepFloat, WeightOnly, preset
 from kinema.runtime import Bundle, InputError, Pipeline, load_bundle
 from kinema.runtime import cli  # the package: cli.main is the command

@@ -15,7 +15,7 @@ from onnx import TensorProto, helper, numpy_helper
 
 from kinema.quantize.calibration import calibration_prompts, record_inputs
 from kinema.quantize.quantize_bundle import gemms_as_matmuls, quantize_bundle, scopes
-from kinema.export.tiny import FLOAT_GROUPS
+from kinema.export.tiny_manifest import FLOAT_GROUPS
 from kinema.quantize.bundle_tools import BundleTools
 from kinema.quantize.recipes import BundleRecipe, DynamicInt8, Float16, StaticInt8, WeightOnly, preset, recipe_from_dict
 from kinema.runtime import InputError, Pipeline, load_bundle
