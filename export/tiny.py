@@ -8,13 +8,13 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from kinema.models.text_encoder import LICENCE_NOTE, MAX_TOKENS, TextEncoder, minilm_dir
+from kinema.models.text_encoder import MAX_TOKENS, TextEncoder
 from kinema.models.tiny_dit import DIT_SIZES, DiTConfig, TinyDiT
-from kinema.models.tiny_vae import SPATIAL_COMPRESSION, TEMPORAL_COMPRESSION, TinyVAE, VAEConfig
-
+from kinema.models.tiny_vae import TinyVAE, VAEConfig
+from kinema.models.weights import DIT_WEIGHTS, VAE_WEIGHTS, load_weights
 from kinema.runtime.bundle.writer import write_bundle
-from kinema.export.latent_preview import fit_preview_map
-from kinema.export.onnx_graph import GraphSpec, export_graph
+from kinema.export.tiny_manifest import manifest_fields
+from kinema.export.onnx_graph import ComponentExport, GraphSpec, export_components
 from kinema.export.signatures import denoiser_spec, text_encoder_spec
 
 TEXT_TOL = dict(atol=2e-4, rtol=1e-3)
@@ -86,14 +86,98 @@ class EncoderGraph(nn.Module):
         return self.vae.encode(frames)
 
 
+# The wrappers above are traced: torch.onnx records each forward's file, line and source
+# text in every node's metadata, so they keep their place in this file (moving them would
+# change the exported graphs' bytes). Below: the graphs declared for export_components.
+
+from collections.abc import Iterator  # noqa: E402 (below the wrappers, for the reason above)
+
+
 def _randn(*shape, seed):
     return torch.randn(*shape, generator=torch.Generator().manual_seed(seed))
 
 
+def text_encoder_graph(text) -> ComponentExport:
+    """Traced at L=16, checked at L=MAX_TOKENS and B=2."""
+    ids = torch.randint(1000, 2000, (1, 16))  # torch's global generator, seeded by load_tiny
+    ids_chk = torch.randint(1000, 2000, (2, MAX_TOKENS))
+    mask_chk = torch.ones(2, MAX_TOKENS, dtype=torch.int64)
+    mask_chk[1, 7:] = 0
+    return ComponentExport(text_encoder_spec(**TEXT_TOL), text, (ids, torch.ones_like(ids)), (ids_chk, mask_chk))
+
+
+def denoiser_graph(dit: TinyDiT) -> ComponentExport:
+    """Traced at T=3, 8x8 latents; checked at another batch, length and aspect ratio."""
+    cfg: DiTConfig = dit.cfg
+    c = cfg.latent_channels
+
+    def den_inputs(b, t, h, w, l, seed):
+        mask = torch.ones(b, l, dtype=torch.int64)
+        mask[0, l // 2 :] = 0
+        cm = torch.zeros(b, 1, t, 1, 1)
+        cm[:, :, 0] = 1
+        return (
+            _randn(b, c, t, h, w, seed=seed),
+            torch.rand(b, generator=torch.Generator().manual_seed(seed)),
+            _randn(b, l, cfg.text_dim, seed=seed + 1),
+            mask,
+            _randn(b, c, t, h, w, seed=seed + 2),
+            cm,
+        )
+
+    return ComponentExport(denoiser_spec(**DENOISER_TOL), DenoiserGraph(dit).eval(), den_inputs(2, 3, 8, 8, 12, 0), den_inputs(3, 5, 6, 10, MAX_TOKENS, 1))
+
+
+def decoder_caches(vae: TinyVAE, c: int) -> tuple[tuple[str, ...], tuple[str, ...], list]:
+    """(cache input names, cache output names, the caches of one 8x8 latent frame)."""
+    with torch.no_grad():
+        _, caches = vae.decode_chunk(_randn(1, c, 1, 8, 8, seed=3))
+    return tuple(f"cache_{i}" for i in range(len(caches))), tuple(f"next_cache_{i}" for i in range(len(caches))), caches
+
+
+def decoder_graphs(vae: TinyVAE, c: int) -> Iterator[ComponentExport]:
+    """Prefix and step graphs with explicit caches, one latent frame per call."""
+    lat1 = {0: "B", 3: "H", 4: "W"}
+    cache_in, cache_out, caches = decoder_caches(vae, c)
+    cache_out_axes = {n: {0: "B"} for n in cache_out}  # spatial sizes are expressions of H, W
+    spec = GraphSpec("decoder_prefix", ("latents",), ("frames", *cache_out), {"latents": lat1, "frames": {0: "B"}, **cache_out_axes}, **DECODER_TOL)
+    yield ComponentExport(spec, DecoderPrefixGraph(vae).eval(), (_randn(1, c, 1, 8, 8, seed=4),), (_randn(2, c, 1, 6, 10, seed=5),))
+
+    def step_inputs(b, h, w, seed):
+        with torch.no_grad():
+            _, cs = vae.decode_chunk(_randn(b, c, 1, h, w, seed=seed))
+        return (_randn(b, c, 1, h, w, seed=seed + 1), *cs)
+
+    # Cache spatial sizes are multiples of the latent H, W (derived dims).
+    step_axes = {"latents": lat1, "frames": {0: "B"}, **cache_out_axes}
+    for n, cache in zip(cache_in, caches):
+        k = cache.shape[3] // 8
+        step_axes[n] = {0: "B", 3: "H" if k == 1 else f"{k}*H", 4: "W" if k == 1 else f"{k}*W"}
+    spec = GraphSpec("decoder_step", ("latents", *cache_in), ("frames", *cache_out), step_axes, **DECODER_TOL)
+    yield ComponentExport(spec, DecoderStepGraph(vae).eval(), step_inputs(1, 8, 8, 6), step_inputs(2, 6, 10, 8))
+
+
+def encoder_graph(vae: TinyVAE) -> ComponentExport:
+    spec = GraphSpec("encoder", ("frames",), ("latents",), {"frames": {0: "B", 1: "F", 2: "FH", 3: "FW"}, "latents": {0: "B"}}, **DECODER_TOL)
+    return ComponentExport(
+        spec,
+        EncoderGraph(vae).eval(),
+        (torch.rand(1, 9, 64, 64, 3, generator=torch.Generator().manual_seed(9)),),
+        (torch.rand(2, 13, 48, 80, 3, generator=torch.Generator().manual_seed(10)),),
+    )
+
+
+def tiny_graphs(dit: TinyDiT, vae: TinyVAE, text, *, with_encoder: bool = True) -> Iterator[ComponentExport]:
+    """Every graph of a tiny bundle, in the order they are exported (and listed in the manifest)."""
+    yield text_encoder_graph(text)
+    yield denoiser_graph(dit)
+    yield from decoder_graphs(vae, dit.cfg.latent_channels)
+    if with_encoder:
+        yield encoder_graph(vae)
+
+
 def load_tiny(checkpoint_dir: Path | None = None, *, size: str = "tiny", random_init: bool = False, seed: int = 0):
     """(dit, vae, text_encoder) in eval mode: trained weights by default, or random ones."""
-    from kinema.models.train_tiny import DIT_WEIGHTS, VAE_WEIGHTS, load_weights
-
     torch.manual_seed(seed)
     dit = TinyDiT(DIT_SIZES[size])
     vae = TinyVAE(VAEConfig())
@@ -129,133 +213,10 @@ def export_tiny(
 ) -> Path:
     """Trace the tiny family's graphs, check each against PyTorch, and write a bundle at `out`."""
     dit, vae, text = load_tiny(checkpoint_dir, size=size, random_init=random_init, seed=seed)
-    cfg: DiTConfig = dit.cfg
-    c = cfg.latent_channels
 
     def build(stage: Path) -> dict:
-        comps = {}
-        # Text encoder: traced at L=16, checked at L=MAX_TOKENS and B=2.
-        spec = text_encoder_spec(**TEXT_TOL)
-        ids = torch.randint(1000, 2000, (1, 16))
-        ids_chk = torch.randint(1000, 2000, (2, MAX_TOKENS))
-        mask_chk = torch.ones(2, MAX_TOKENS, dtype=torch.int64)
-        mask_chk[1, 7:] = 0
-        comps["text_encoder"] = export_graph(text, spec, (ids, torch.ones_like(ids)), (ids_chk, mask_chk), stage / "text_encoder.onnx")
-
-        # Denoiser: traced at T=3, 8x8 latents; checked at another batch, length and aspect ratio.
-        spec = denoiser_spec(**DENOISER_TOL)
-
-        def den_inputs(b, t, h, w, l, seed):
-            mask = torch.ones(b, l, dtype=torch.int64)
-            mask[0, l // 2 :] = 0
-            cm = torch.zeros(b, 1, t, 1, 1)
-            cm[:, :, 0] = 1
-            return (
-                _randn(b, c, t, h, w, seed=seed),
-                torch.rand(b, generator=torch.Generator().manual_seed(seed)),
-                _randn(b, l, cfg.text_dim, seed=seed + 1),
-                mask,
-                _randn(b, c, t, h, w, seed=seed + 2),
-                cm,
-            )
-
-        comps["denoiser"] = export_graph(
-            DenoiserGraph(dit).eval(), spec, den_inputs(2, 3, 8, 8, 12, 0), den_inputs(3, 5, 6, 10, MAX_TOKENS, 1), stage / "denoiser.onnx"
-        )
-
-        # Decoder: prefix and step graphs with explicit caches, one latent frame per call.
-        lat1 = {0: "B", 3: "H", 4: "W"}
-        with torch.no_grad():
-            _, caches = vae.decode_chunk(_randn(1, c, 1, 8, 8, seed=3))
-        cache_in = tuple(f"cache_{i}" for i in range(len(caches)))
-        cache_out = tuple(f"next_cache_{i}" for i in range(len(caches)))
-        cache_out_axes = {n: {0: "B"} for n in cache_out}  # spatial sizes are expressions of H, W
-        frames_axes = {0: "B", 2: "FH", 3: "FW"}
-        spec = GraphSpec(
-            "decoder_prefix", ("latents",), ("frames", *cache_out), {"latents": lat1, "frames": {0: "B"}, **cache_out_axes}, **DECODER_TOL
-        )
-        comps["decoder_prefix"] = export_graph(
-            DecoderPrefixGraph(vae).eval(), spec, (_randn(1, c, 1, 8, 8, seed=4),), (_randn(2, c, 1, 6, 10, seed=5),), stage / "decoder_prefix.onnx"
-        )
-
-        def step_inputs(b, h, w, seed):
-            with torch.no_grad():
-                _, cs = vae.decode_chunk(_randn(b, c, 1, h, w, seed=seed))
-            return (_randn(b, c, 1, h, w, seed=seed + 1), *cs)
-
-        del frames_axes
-        # Cache spatial sizes are multiples of the latent H, W (derived dims).
-        step_axes = {"latents": lat1, "frames": {0: "B"}, **cache_out_axes}
-        for n, cache in zip(cache_in, caches):
-            k = cache.shape[3] // 8
-            step_axes[n] = {0: "B", 3: "H" if k == 1 else f"{k}*H", 4: "W" if k == 1 else f"{k}*W"}
-        spec = GraphSpec("decoder_step", ("latents", *cache_in), ("frames", *cache_out), step_axes, **DECODER_TOL)
-        comps["decoder_step"] = export_graph(
-            DecoderStepGraph(vae).eval(), spec, step_inputs(1, 8, 8, 6), step_inputs(2, 6, 10, 8), stage / "decoder_step.onnx"
-        )
-
-        if with_encoder:
-            spec = GraphSpec(
-                "encoder",
-                ("frames",),
-                ("latents",),
-                {"frames": {0: "B", 1: "F", 2: "FH", 3: "FW"}, "latents": {0: "B"}},
-                **DECODER_TOL,
-            )
-            comps["encoder"] = export_graph(
-                EncoderGraph(vae).eval(),
-                spec,
-                (torch.rand(1, 9, 64, 64, 3, generator=torch.Generator().manual_seed(9)),),
-                (torch.rand(2, 13, 48, 80, 3, generator=torch.Generator().manual_seed(10)),),
-                stage / "encoder.onnx",
-            )
-
-        d = defaults
-        return {
-            "family": "tiny",
-            "name": name,
-            "components": comps,
-            "tokenizer": {"source": minilm_dir() / "tokenizer.json", "max_length": MAX_TOKENS, "pad_id": 0},
-            "text_encoder": {"model": "sentence-transformers/all-MiniLM-L6-v2", "dim": cfg.text_dim},
-            "licence_notes": {"LICENSE-all-MiniLM-L6-v2.txt": LICENCE_NOTE},
-            "latent": {
-                "channels": c,
-                "temporal_compression": TEMPORAL_COMPRESSION,
-                "spatial_compression": SPATIAL_COMPRESSION,
-                "normalised": True,
-            },
-            "video": {
-                "fps": d.fps,
-                "frames": d.frames,
-                "height": d.height,
-                "width": d.width,
-                "size_multiple": d.size_multiple,
-                "min_side": d.min_side,
-                "max_side": d.max_side,
-                "max_frames": d.max_frames,
-                "frame_multiple": TEMPORAL_COMPRESSION,
-                "frame_offset": 1,
-            },
-            "sampler": {
-                "prediction": "flow",
-                "schedule": "flow",
-                "sampler": d.sampler,
-                "steps": d.steps,
-                "guidance": d.guidance,
-                "shift": d.shift,
-                "negative_prompt": "",
-            },
-            # trained with the first, the first k or the last latent frame known (train_tiny.random_cond_mask)
-            "conditioning": {"text": True, "cond_latents": True, "negative_prompt": True, "known_frames": ["first", "leading", "last"]},
-            "decoder": {
-                "prefix_latent_frames": 1,
-                "step_latent_frames": 1,
-                "caches": [{"input": i, "output": o} for i, o in zip(cache_in, cache_out)],
-            },
-            "model": {"dit": {k: getattr(cfg, k) for k in ("width", "depth", "heads", "patch")}, "random_init": random_init},
-            # latent -> RGB map for cheap step previews, fitted with this bundle's own VAE
-            "preview": fit_preview_map(vae, seed=seed),
-        }
+        comps = export_components(stage, tiny_graphs(dit, vae, text, with_encoder=with_encoder))
+        return manifest_fields(dit, vae, comps, name=name, d=defaults, random_init=random_init, seed=seed)
 
     return write_bundle(out, build, overwrite=overwrite)
 

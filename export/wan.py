@@ -1,18 +1,18 @@
 """Export a Wan 2.1/2.2 text-to-video checkpoint (a local diffusers folder) to a bundle.
 
-    kinema export wan --checkpoint Wan2.1-T2V-1.3B-Diffusers --out wan-1.3b [--recipe int8]
+    kinema export wan --checkpoint Wan2.1-T2V-1.3B-Diffusers --out wan-1.3b
 
 Reads model_index.json, scheduler/, transformer/, vae/, text_encoder/ and tokenizer/ from
 the folder and nothing from the network. The folder is checked (`inspect_checkpoint`)
 before any weight is loaded; each graph is traced and checked against PyTorch by
-export/onnx_graph.py; the bundle is written atomically by export/bundle_writer.py.
+export/onnx_graph.py; the bundle is written atomically by kinema.runtime.bundle.writer. The graphs are
+declared in export/wan_graphs.py.
 """
 
 from __future__ import annotations
 
 import json
 import os
-import shutil
 import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -21,9 +21,25 @@ from kinema.runtime.errors import InputError
 
 from kinema.runtime.bundle.writer import check_output, write_bundle
 
-TEXT_TOL = dict(atol=1e-4, rtol=1e-3)
-DENOISER_TOL = dict(atol=1e-4, rtol=1e-3)
-DECODER_TOL = dict(atol=1e-4, rtol=1e-3)
+# What the quantize tools need of this family (the manifest's tools section).
+TOOLS = {
+    # Wan: the timestep and caption embedders (they drive every block's modulation), the patch
+    # embedding and the output projection, and what diffusers keeps in fp32 in a bf16 model
+    # (norms, modulation tables, rotary tables); UMT5's FFN output projections `wo`, the
+    # layers transformers itself keeps in fp32 for T5-family models (activation outliers).
+    "float_groups": {
+        "denoiser": ["condition_embedder", "patch_embedding", "proj_out", "norm_out", "norm1", "norm2", "norm3", "scale_shift_table", "rope"],
+        "text_encoder_int8": ["wo"],
+    },
+    # No prompt set of its own yet: short captions any text-to-video model understands.
+    "calibration_prompts": [
+        "a red ball bouncing",
+        "two blue squares sliding left on a white background",
+        "a small green triangle spinning slowly",
+        "a yellow star moving up on a black background",
+    ],
+    "probe_prompts": ["a red ball bouncing", "two blue squares sliding left on a white background", "a small green triangle spinning slowly"],
+}
 
 COMPONENT_FOLDERS = ("scheduler", "transformer", "vae", "text_encoder", "tokenizer")
 # Other Wan pipelines of diffusers: each needs graphs this exporter does not write.
@@ -227,12 +243,8 @@ def export_wan_modules(
     overwrite: bool = False,
 ) -> Path:
     """Trace Wan modules (already loaded, fp32, eval) to a bundle at `out`, each graph checked against PyTorch."""
-    import torch
-
-    from kinema.models.wan import WanDecoderPrefix, WanDecoderStep, WanDenoiser, WanTextEncoder
-
-    from kinema.export.onnx_graph import GraphSpec, export_graph
-    from kinema.export.signatures import denoiser_spec, text_encoder_spec
+    from kinema.export.onnx_graph import export_components
+    from kinema.export.wan_graphs import wan_graphs
 
     out = check_output(Path(out), overwrite=overwrite)
     sampler = sampler_defaults(scheduler)
@@ -246,74 +258,11 @@ def export_wan_modules(
         raise InputError(f"transformer patch_size {tuple(tcfg.patch_size)} is an unsupported variant; expected (1, p, p)")
     # The latent is patchified by p_h inside the transformer; the VAE's own patch is inside its spatial factor.
     latent_multiple = p_h
-    text_dim = tcfg.text_dim
 
     def build(stage: Path) -> dict:
-        comps = {}
-        spec = text_encoder_spec(**TEXT_TOL)
-        vocab = int(text_encoder.config.vocab_size)
-        gen = torch.Generator().manual_seed(0)
-        ids = torch.randint(2, vocab, (1, 8), generator=gen)
-        ids_chk = torch.randint(2, vocab, (2, 13), generator=gen)
-        mask_chk = torch.ones(2, 13, dtype=torch.int64)
-        mask_chk[1, 5:] = 0
-        comps["text_encoder"] = export_graph(
-            WanTextEncoder(text_encoder).eval(), spec, (ids, torch.ones_like(ids)), (ids_chk, mask_chk), stage / "text_encoder.onnx"
-        )
-
-        spec = denoiser_spec(**DENOISER_TOL)
-
-        def den_inputs(b, t, h, w, length, seed):
-            mask = torch.ones(b, length, dtype=torch.int64)
-            mask[0, length // 2 :] = 0
-            return (
-                _randn(b, z, t, h * latent_multiple, w * latent_multiple, seed=seed),
-                torch.rand(b, generator=torch.Generator().manual_seed(seed)),
-                _randn(b, length, text_dim, seed=seed + 1),
-                mask,
-                torch.zeros(b, z, t, h * latent_multiple, w * latent_multiple),
-                torch.zeros(b, 1, t, 1, 1),
-            )
-
-        comps["denoiser"] = export_graph(
-            WanDenoiser(transformer, n_train).eval(), spec, den_inputs(2, 2, 2, 3, 8, 0), den_inputs(1, 3, 3, 2, 11, 1), stage / "denoiser.onnx"
-        )
-
-        prefix = WanDecoderPrefix(vae).eval()
-        step = WanDecoderStep.build(vae).eval()
-        lat1 = {0: "B", 3: "H", 4: "W"}
-        cache_in = tuple(f"cache_{i}" for i in range(step.num_caches))
-        cache_out = tuple(f"next_cache_{i}" for i in range(step.num_caches))
-        h0, w0 = 4, 6
-        with torch.no_grad():
-            caches = prefix(_randn(1, z, 1, h0, w0, seed=3))[1:]
-        step_axes = {"latents": lat1, "frames": {0: "B"}}
-        for n_in, n_out, c in zip(cache_in, cache_out, caches):
-            k = c.shape[3] // h0  # caches live at 1x, 2x, 4x ... the latent size
-            if c.shape[3] != k * h0 or c.shape[4] != k * w0:
-                raise ValueError(f"decoder cache {n_in} is {tuple(c.shape)}; expected a multiple of the latent {h0}x{w0}")
-            sym = ("H", "W") if k == 1 else (f"{k}*H", f"{k}*W")
-            step_axes[n_in] = {0: "B", 3: sym[0], 4: sym[1]}
-            step_axes[n_out] = {0: "B"}  # spatial sizes are expressions of H, W in the graph
-        spec = GraphSpec(
-            "decoder_prefix",
-            ("latents",),
-            ("frames", *cache_out),
-            {"latents": lat1, "frames": {0: "B"}, **{n: {0: "B"} for n in cache_out}},
-            **DECODER_TOL,
-        )
-        comps["decoder_prefix"] = export_graph(
-            prefix, spec, (_randn(2, z, 1, h0, w0, seed=4),), (_randn(1, z, 1, 3, 5, seed=5),), stage / "decoder_prefix.onnx"
-        )
-
-        def step_inputs(b, h, w, seed):
-            with torch.no_grad():
-                cs = prefix(_randn(b, z, 1, h, w, seed=seed))[1:]
-            return (_randn(b, z, 1, h, w, seed=seed + 1), *cs)
-
-        spec = GraphSpec("decoder_step", ("latents", *cache_in), ("frames", *cache_out), step_axes, **DECODER_TOL)
-        comps["decoder_step"] = export_graph(step, spec, step_inputs(2, h0, w0, 6), step_inputs(1, 3, 5, 8), stage / "decoder_step.onnx")
-
+        comps = export_components(stage, wan_graphs(transformer, vae, text_encoder, n_train=n_train, latent_multiple=latent_multiple))
+        cache_in = [i["name"] for i in comps["decoder_step"]["inputs"][1:]]
+        cache_out = [o["name"] for o in comps["decoder_step"]["outputs"][1:]]
         d = defaults
         size_multiple = spatial * p_h
         return {
@@ -350,6 +299,7 @@ def export_wan_modules(
                 # The denoiser graph floors sigma * num_train_timesteps, as Wan's schedulers hand it integer timesteps.
                 "timestep": f"floor(sigma * {n_train})",
             },
+            "tools": TOOLS,
         }
 
     with tempfile.TemporaryDirectory(prefix="kinema-wan-tokenizer.") as tmp:
@@ -366,34 +316,22 @@ def export_wan(
     checkpoint: str | os.PathLike,
     out: str | os.PathLike,
     *,
-    recipe: str | None = None,
     overwrite: bool = False,
     max_length: int = MAX_SEQUENCE_LENGTH,
     name: str | None = None,
 ) -> Path:
-    """Check the folder, load it in fp32, export every graph, and quantize with `recipe` (a preset name) when given."""
+    """Check the folder, load it in fp32 and export every graph to an fp32 bundle at `out`.
+
+    Quantizing is not done here (export/ does not depend on quantize/): `kinema export wan
+    --recipe` exports to a scratch folder and quantizes from it (runtime/cli/main.py).
+    """
     ck = inspect_checkpoint(checkpoint)
     out = check_output(Path(out), overwrite=overwrite)
-    if recipe is not None:
-        from kinema.quantize.recipes import PRESETS
-
-        if recipe not in PRESETS:
-            raise InputError(f"recipe {recipe!r} is unknown; choose one of {', '.join(PRESETS)}")
     name = name or ck.path.name.lower()
     defaults = WAN22_TI2V_DEFAULTS if ck.variant == "wan2.2-ti2v" else WanDefaults()
     transformer, vae, text_encoder = load_checkpoint(ck)
     kw = dict(scheduler=ck.scheduler, variant=ck.variant, defaults=defaults, max_length=max_length)
-    if recipe in (None, "fp32"):
-        return export_wan_modules(out, transformer, vae, text_encoder, ck.path / "tokenizer", name=name, overwrite=overwrite, **kw)
-    from kinema.quantize.quantize_bundle import quantize_bundle
-
-    fp32 = Path(tempfile.mkdtemp(prefix=f".{out.name}.fp32.", dir=out.parent if out.parent.exists() else None))
-    try:
-        src = export_wan_modules(fp32 / "bundle", transformer, vae, text_encoder, ck.path / "tokenizer", name=name, **kw)
-        del transformer, vae, text_encoder
-        return quantize_bundle(src, out, recipe, overwrite=overwrite)
-    finally:
-        shutil.rmtree(fp32, ignore_errors=True)
+    return export_wan_modules(out, transformer, vae, text_encoder, ck.path / "tokenizer", name=name, overwrite=overwrite, **kw)
 
 
 __all__ = [

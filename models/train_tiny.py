@@ -27,9 +27,8 @@ from kinema.models.text_encoder import TextEncoder, encode_captions, load_tokeni
 from kinema.models.tiny_dit import DIT_SIZES, TinyDiT
 from kinema.models.tiny_vae import TinyVAE, VAEConfig
 
-DATA_DIR = Path(__file__).resolve().parent / "data"
-VAE_WEIGHTS = DATA_DIR / "tiny_vae.safetensors"
-DIT_WEIGHTS = DATA_DIR / "tiny_dit.safetensors"
+# the weights' paths and their loading live in weights.py; imported here, where the CLI and benchmarks knew them
+from kinema.models.weights import DATA_DIR, DIT_WEIGHTS, VAE_WEIGHTS, load_weights, save_weights  # noqa: F401
 
 # (frames, height, width) -> share of training samples. Mostly the default clip; other
 # lengths and aspect ratios keep the variable-size path real (Sora trains at native sizes).
@@ -137,32 +136,6 @@ def plot_loss(csv_path: Path, png_path: Path, title: str):
     fig.tight_layout()
     fig.savefig(png_path)
     plt.close(fig)
-
-
-def save_weights(module: torch.nn.Module, path: Path, meta: dict):
-    from safetensors.torch import save_file
-
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(".tmp")
-    # fp16 on disk halves what the repository carries; the models load them back into fp32.
-    state = {k: v.detach().contiguous().half() if v.is_floating_point() else v.detach().contiguous() for k, v in module.state_dict().items()}
-    save_file(state, str(tmp), metadata={k: str(v) for k, v in meta.items()})
-    tmp.replace(path)
-
-
-def load_weights(module: torch.nn.Module, path: Path):
-    """Strict load that names missing, unexpected and mis-shaped keys."""
-    from safetensors.torch import load_file
-
-    state = load_file(str(path))
-    own = module.state_dict()
-    missing = sorted(set(own) - set(state))
-    extra = sorted(set(state) - set(own))
-    shapes = [f"{k}: file {tuple(state[k].shape)} vs model {tuple(own[k].shape)}" for k in own if k in state and state[k].shape != own[k].shape]
-    if missing or extra or shapes:
-        raise ValueError(f"{path}: weights do not fit the model: missing {missing[:5]}, unexpected {extra[:5]}, shapes {shapes[:5]}")
-    module.load_state_dict({k: v.to(own[k].dtype) for k, v in state.items()})
-    return module
 
 
 # ----------------------------------------------------------------------------- VAE

@@ -1,6 +1,6 @@
 """Inputs recorded from real sampling runs: what each graph of a bundle is fed while it generates.
 
-    rec = record_inputs(pipe, calibration_prompts("tiny", 4))
+    rec = record_inputs(pipe, calibration_prompts(pipe.bundle, 4))
     rec["denoiser"]   # [feeds, ...]: every step of the schedule, both guidance branches (batched)
 
 Static int8 calibration reads these (an ORT CalibrationDataReader that is just an
@@ -14,16 +14,10 @@ from collections.abc import Callable, Iterable, Sequence
 
 import numpy as np
 
+from kinema.runtime.bundle.load import Bundle
 from kinema.runtime.pipeline import Pipeline
 
-# Prompts for families without a prompt set of their own.
-GENERIC_PROMPTS = (
-    "a red ball bouncing",
-    "two blue squares sliding left on a white background",
-    "a small green triangle spinning slowly",
-    "a yellow star moving up on a black background",
-)
-
+from kinema.quantize.bundle_tools import BundleTools, tools_of
 
 class RecordingSession:
     """An ONNX Runtime session that keeps a copy of every feed it is run on while `active()` (then runs it)."""
@@ -60,15 +54,13 @@ class RecordingPipeline(Pipeline):
         return self._recorders[name]
 
 
-def calibration_prompts(family: str, n: int) -> list[str]:
-    """`n` prompts a family's users would write: ShapesBench rows spread over its prompt file for `tiny`."""
-    if family == "tiny":
-        from kinema.models import shapes_bench
+def calibration_prompts(source: Bundle | BundleTools, n: int) -> list[str]:
+    """`n` prompts the bundle's users would write: spread over its manifest's tools.calibration_prompts.
 
-        rows = shapes_bench.load_prompts(shapes_bench.PROMPTS_PATH)
-        idx = np.linspace(0, len(rows) - 1, min(n, len(rows))).round().astype(int)
-        return [rows[i]["prompt"] for i in idx]
-    return [GENERIC_PROMPTS[i % len(GENERIC_PROMPTS)] for i in range(n)]
+    A bundle without a tools section gets generic prompts (bundle_tools.GENERIC_PROMPTS).
+    """
+    tools = source if isinstance(source, BundleTools) else tools_of(source)
+    return tools.prompts(n)
 
 
 def record_inputs(

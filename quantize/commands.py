@@ -46,10 +46,10 @@ def run_compare(args) -> int:
     seeds = tuple(range(args.seeds))
     common = dict(seeds=seeds, detail_prompts=args.detail_prompts, generate=generate_settings(args))
     if args.prompts:
-        prompts, rows = load_prompt_file(args.prompts, ref.family, args.limit)
+        prompts, rows = load_prompt_file(args.prompts, args.limit)
         settings = CompareSettings(prompts, rows, **common)
     else:
-        settings = CompareSettings.default(ref.family, args.limit or 8, **common)
+        settings = CompareSettings.default(ref, args.limit or 8, **common)  # prompts from its manifest
     check_comparable(ref, others, settings)  # family, latent geometry and shape, settings: before any graph runs
     report, videos = compare_bundles(args.reference, args.others, settings, threads=args.threads, cost=not args.no_cost, progress=_say(args.quiet))
     out = write_report(report, videos, args.output, overwrite=args.overwrite)
@@ -58,15 +58,16 @@ def run_compare(args) -> int:
     return 0
 
 
-def recipe_arg(text: str, family: str | None):
-    """A preset name for `family`, or a JSON file holding a recipe (the form a manifest records).
+def recipe_arg(text: str):
+    """A preset name, or a JSON file holding a recipe (the form a manifest records).
 
-    With family None a preset name is only checked (None is returned).
+    A preset keeps the float groups of the bundle it is applied to ("@float_groups.<group>"
+    entries, bound by quantize_bundle from the source manifest).
     """
     from kinema.quantize.recipes import PRESETS, preset, recipe_from_dict
 
     if text in PRESETS:
-        return None if family is None else preset(text, family)
+        return preset(text)
     p = Path(text)
     if text.endswith(".json") or p.is_file():
         if not p.is_file():

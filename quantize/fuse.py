@@ -77,7 +77,8 @@ def fuse_bundle(src_dir, out_dir, *, overwrite: bool = False) -> Path:
     """Write a copy of an fp32 bundle whose transformer graphs carry the fusions; returns its path."""
     from kinema.runtime.bundle.writer import check_output, file_entry, write_bundle
 
-    from kinema.quantize.quantize_bundle import _copy_graph, derived_spec
+    from kinema.quantize.apply import copy_graph
+    from kinema.quantize.quantize_bundle import derived_spec
 
     out = check_output(Path(out_dir), overwrite=overwrite)
     src = load_bundle(src_dir)
@@ -96,7 +97,7 @@ def fuse_bundle(src_dir, out_dir, *, overwrite: bool = False) -> Path:
                 fused = fuse_graph(src.component_path(name), stage / entry["file"], heads=int(dit["heads"]), width=int(dit["width"]))
                 record[name] = {"fused": fused, "max_abs_diff": _check_same(src.component_path(name), stage / entry["file"], src)}
             else:
-                _copy_graph(src.path, entry["file"], stage)
+                copy_graph(src.path, entry["file"], stage)
             comps[name] = {**entry, **file_entry(stage, entry["file"])}
         import onnxruntime
 

@@ -13,7 +13,7 @@ This module imports neither onnx nor onnxruntime: the CLI reads the preset names
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass, field, fields
+from dataclasses import dataclass, field, fields, replace
 from types import MappingProxyType
 from typing import ClassVar, Union
 
@@ -252,64 +252,96 @@ class BundleRecipe:
         return {"name": self.name, "components": {c: describe(self.for_component(c)) for c in component_names}}
 
 
-@dataclass(frozen=True)
-class FloatGroups:
-    """A family's node groups that the presets keep in float (module scopes of its exported graphs)."""
-
-    # Every quantizing preset: the timestep embedding and the adaLN modulation it drives
-    # (one error there shifts and scales every token of a block at once), the patch
-    # embedding and final layer (the latent's input and output projections), and the
-    # pooled-caption projection. ViDiT-Q (Zhao et al. 2024) and PTQ4DiT (Wu et al. 2024)
-    # find these the sensitive layers of a DiT.
-    denoiser: tuple[str, ...]
-    # The int8 preset only. MiniLM's FFN up-projections read LayerNorm outputs with a few
-    # outlier channels that per-tensor uint8 activations crush (Bondarenko et al. 2021).
-    # Measured on the probe prompts: 17.6 dB SQNR with every MatMul int8, 20.4 dB with these float.
-    text_encoder_int8: tuple[str, ...]
-
-
-FLOAT_GROUPS = {
-    "tiny": FloatGroups(denoiser=("t_embed", "ada", "patch_embed", "final", "text_pool"), text_encoder_int8=("intermediate",)),
-    # Wan: the timestep and caption embedders (they drive every block's modulation), the patch
-    # embedding and the output projection, and what diffusers keeps in fp32 in a bf16 model
-    # (norms, modulation tables, rotary tables); UMT5's FFN output projections `wo`, the
-    # layers transformers itself keeps in fp32 for T5-family models (activation outliers).
-    "wan": FloatGroups(
-        denoiser=("condition_embedder", "patch_embedding", "proj_out", "norm_out", "norm1", "norm2", "norm3", "scale_shift_table", "rope"),
-        text_encoder_int8=("wo",),
-    ),
-}
+# A recipe entry "@float_groups.<group>" stands for the node groups the source bundle's
+# manifest lists under tools.float_groups.<group> (written by its exporter): the presets
+# name groups this way, so what a family keeps in float lives with the family's export,
+# not in this module. quantize_bundle binds the entries before anything is checked.
+GROUP_REF = "@float_groups."
+NODE_FIELDS = ("nodes_to_exclude", "node_block_list", "weight_only_groups", "dynamic_groups")
 PRESETS = ("fp32", "fp16", "int8", "int8-static", "int4")
 
 
-def preset(name: str, family: str) -> BundleRecipe:
-    """A named recipe for a model family: fp32 (copy), fp16, int8 (dynamic), int8-static (calibrated denoiser), int4 (weight-only)."""
+def group_ref(group: str) -> str:
+    """The recipe entry that stands for the bundle's float group `group`."""
+    return f"{GROUP_REF}{group}"
+
+
+def preset(name: str, groups: Mapping[str, tuple[str, ...]] | str | None = None) -> BundleRecipe:
+    """A named recipe: fp32 (copy), fp16, int8 (dynamic), int8-static (calibrated denoiser), int4 (weight-only).
+
+    `groups` maps float group names ("denoiser", "text_encoder_int8") to the node names or
+    module scopes to keep in float. Without it (None, or a family name as in the old
+    signature: it is not looked up) the recipe names the groups as "@float_groups.<group>"
+    and they are taken from the manifest of the bundle it is applied to (`bind_float_groups`).
+    """
     if name not in PRESETS:
         raise InputError(f"recipe {name!r} is unknown; choose one of {', '.join(PRESETS)}")
     if name == "fp32":
         return BundleRecipe("fp32")
-    if family not in FLOAT_GROUPS:
-        raise InputError(
-            f"recipe {name!r} has no preset for family {family!r} (it must name the denoiser nodes to keep in float); "
-            f"build a BundleRecipe for it (known families: {', '.join(FLOAT_GROUPS)})"
-        )
-    groups = FLOAT_GROUPS[family]
+    if groups is None or isinstance(groups, str):
+        denoiser, text_int8 = (group_ref("denoiser"),), (group_ref("text_encoder_int8"),)
+    else:
+        denoiser, text_int8 = tuple(groups.get("denoiser", ())), tuple(groups.get("text_encoder_int8", ()))
     if name == "fp16":
-        return BundleRecipe("fp16", {"denoiser": Float16(node_block_list=groups.denoiser)}, default=Float16())
+        return BundleRecipe("fp16", {"denoiser": Float16(node_block_list=denoiser)}, default=Float16())
     if name == "int8":
         # The decoders are all (3-D) Conv: ORT's ConvInteger measured ~3x slower than the fp32
         # Conv on this CPU (decoder_step 70 vs 24 ms, 1 thread) at ~40 dB, so they stay fp32.
-        return BundleRecipe(
-            "int8",
-            {"text_encoder": DynamicInt8(nodes_to_exclude=groups.text_encoder_int8), "denoiser": DynamicInt8(nodes_to_exclude=groups.denoiser)},
-        )
+        return BundleRecipe("int8", {"text_encoder": DynamicInt8(nodes_to_exclude=text_int8), "denoiser": DynamicInt8(nodes_to_exclude=denoiser)})
     if name == "int8-static":
         # The text encoder runs once per video: its dynamic int8 costs nothing per step.
-        return BundleRecipe(
-            "int8-static",
-            {"text_encoder": DynamicInt8(nodes_to_exclude=groups.text_encoder_int8), "denoiser": StaticInt8(nodes_to_exclude=groups.denoiser)},
-        )
-    return BundleRecipe("int4", {"text_encoder": WeightOnly(), "denoiser": WeightOnly(nodes_to_exclude=groups.denoiser)})
+        return BundleRecipe("int8-static", {"text_encoder": DynamicInt8(nodes_to_exclude=text_int8), "denoiser": StaticInt8(nodes_to_exclude=denoiser)})
+    return BundleRecipe("int4", {"text_encoder": WeightOnly(), "denoiser": WeightOnly(nodes_to_exclude=denoiser)})
+
+
+def group_refs(recipe: BundleRecipe) -> tuple[str, ...]:
+    """The float group names a recipe refers to ("@float_groups.<group>" entries), in order of appearance."""
+    found: dict[str, None] = {}
+
+    def visit(r) -> None:
+        for f in fields(r):
+            v = getattr(r, f.name)
+            if isinstance(v, RECIPE_KINDS):
+                visit(v)
+            elif f.name in NODE_FIELDS:
+                found.update(dict.fromkeys(e[len(GROUP_REF) :] for e in v if e.startswith(GROUP_REF)))
+
+    for r in [*recipe.components.values(), recipe.default]:
+        visit(r)
+    return tuple(found)
+
+
+def bind_float_groups(recipe: BundleRecipe, groups: Mapping[str, tuple[str, ...]]) -> BundleRecipe:
+    """`recipe` with every "@float_groups.<group>" entry replaced by that group's entries.
+
+    Raises InputError for a group `groups` does not have (a typo must not silently quantize
+    what it meant to protect); a caller with no groups at all passes every group empty.
+    """
+
+    def expand(entries: tuple[str, ...], where: str) -> tuple[str, ...]:
+        out: list[str] = []
+        for e in entries:
+            if not e.startswith(GROUP_REF):
+                out.append(e)
+                continue
+            g = e[len(GROUP_REF) :]
+            if g not in groups:
+                raise InputError(f"recipe {recipe.name!r}: {where} names float group {g!r}, which the bundle does not list (its groups: {', '.join(groups) or 'none'})")
+            out.extend(groups[g])
+        return tuple(out)
+
+    def bind(r, where: str):
+        changes = {}
+        for f in fields(r):
+            v = getattr(r, f.name)
+            if isinstance(v, RECIPE_KINDS):
+                changes[f.name] = bind(v, f"{where}.{f.name}")
+            elif f.name in NODE_FIELDS:
+                changes[f.name] = expand(v, f"{where}.{f.name}")
+        return replace(r, **changes) if changes else r
+
+    comps = {c: bind(r, c) for c, r in recipe.components.items()}
+    return BundleRecipe(recipe.name, comps, default=bind(recipe.default, "default"))
 
 
 def recipe_from_dict(data: object, where: str = "recipe") -> BundleRecipe:
@@ -345,8 +377,7 @@ def recipe_from_dict(data: object, where: str = "recipe") -> BundleRecipe:
 
 __all__ = [
     "BundleRecipe",
-    "FLOAT_GROUPS",
-    "FloatGroups",
+    "GROUP_REF",
     "DynamicInt8",
     "Float16",
     "KeepFloat",
@@ -356,7 +387,10 @@ __all__ = [
     "StaticInt8",
     "recipe_from_dict",
     "WeightOnly",
+    "bind_float_groups",
     "describe",
     "float_nodes",
+    "group_ref",
+    "group_refs",
     "preset",
 ]

@@ -38,9 +38,12 @@ from kinema.runtime.bundle.load import Bundle, load_bundle
 from kinema.runtime.errors import InputError
 from kinema.runtime.pipeline import Pipeline
 
+from kinema.quantize.apply import apply_recipe, copy_graph
+from kinema.quantize.bundle_tools import tools_of
 from kinema.quantize.compare import CompareSettings
-from kinema.quantize.quantize_bundle import _copy_graph, apply_recipe, plan, quantize_bundle
-from kinema.quantize.recipes import FLOAT_GROUPS, BundleRecipe, DynamicInt8, Float16, KeepFloat, Mixed, WeightOnly, describe
+from kinema.quantize.plan import plan, scopes
+from kinema.quantize.quantize_bundle import quantize_bundle
+from kinema.quantize.recipes import BundleRecipe, DynamicInt8, Float16, KeepFloat, Mixed, WeightOnly, describe
 
 LEVELS = {"block": ("fp32", "int8", "int4"), "text_encoder": ("fp32", "int8", "int4"), "decoders": ("fp32", "fp16")}
 DECODERS = ("decoder_prefix", "decoder_step")
@@ -59,10 +62,8 @@ def units_of(src: Bundle) -> list[Unit]:
     """The search units of a bundle: every `blocks.<i>` module scope of its denoiser, the text encoder, the decoders."""
     import onnx
 
-    from kinema.quantize.quantize_bundle import _scopes
-
     g = onnx.load(str(src.component_path("denoiser")), load_external_data=False).graph
-    blocks = sorted({int(m.group(1)) for n in g.node for s in _scopes(n) if (m := re.search(r"(?:^|\.)blocks\.(\d+)$", s))})
+    blocks = sorted({int(m.group(1)) for n in g.node for s in scopes(n) if (m := re.search(r"(?:^|\.)blocks\.(\d+)$", s))})
     out = [Unit(f"blocks.{i}", "block") for i in blocks]
     out.append(Unit("text_encoder", "text_encoder"))
     if all(src.has(d) for d in DECODERS):
@@ -72,8 +73,8 @@ def units_of(src: Bundle) -> list[Unit]:
 
 def recipe_for(config: dict[str, str], src: Bundle, name: str = "mixed") -> BundleRecipe:
     """The BundleRecipe of a {unit name: precision} choice (units not named stay fp32)."""
-    groups = FLOAT_GROUPS.get(src.family)
-    keep = groups.denoiser if groups else ()
+    groups = tools_of(src).float_groups  # none for a bundle without a tools section
+    keep = groups.get("denoiser", ())
     comps: dict = {}
     w4 = tuple(u for u, lvl in config.items() if u.startswith("blocks.") and lvl == "int4")
     w8 = tuple(u for u, lvl in config.items() if u.startswith("blocks.") and lvl == "int8")
@@ -81,7 +82,7 @@ def recipe_for(config: dict[str, str], src: Bundle, name: str = "mixed") -> Bund
         comps["denoiser"] = Mixed(weight_only_groups=w4, dynamic_groups=w8, nodes_to_exclude=keep)
     te = config.get("text_encoder", "fp32")
     if te == "int8":
-        comps["text_encoder"] = DynamicInt8(nodes_to_exclude=groups.text_encoder_int8 if groups else ())
+        comps["text_encoder"] = DynamicInt8(nodes_to_exclude=groups.get("text_encoder_int8", ()))
     elif te == "int4":
         comps["text_encoder"] = WeightOnly()
     if config.get("decoders", "fp32") == "fp16":
@@ -96,7 +97,7 @@ class _Trials:
         self.src, self.work, self.settings, self.threads = src, work, settings, threads
         self.graphs: dict[str, Path] = {}
         for name, entry in src.components.items():  # the fp32 graphs, once: the search's reference and source
-            _copy_graph(src.path, entry["file"], work / "fp32")
+            copy_graph(src.path, entry["file"], work / "fp32")
         shutil.copyfile(src.path / src.manifest["tokenizer"]["file"], work / "fp32" / src.manifest["tokenizer"]["file"])
         shutil.copyfile(src.path / "manifest.json", work / "fp32" / "manifest.json")
         self.ref = self._videos(Bundle(work / "fp32", src.manifest))
@@ -209,7 +210,7 @@ def search_recipe(
     src = load_bundle(src_dir)
     if "quantization" in src.manifest:
         raise InputError(f"bundle {src.path} is already quantized; search from its fp32 source")
-    settings = settings or CompareSettings.default(src.family, SEARCH_PROMPTS)
+    settings = settings or CompareSettings.default(src, SEARCH_PROMPTS)
     units = units_of(src)
     t0 = time.perf_counter()
     out.parent.mkdir(parents=True, exist_ok=True)

@@ -124,7 +124,7 @@ def add_tools(sub) -> None:
     i.set_defaults(func=_run("cli.tools", "cmd_info"))
 
     e = sub.add_parser("export", help="trace a model family to a bundle (needs kinema[export])")
-    e.add_argument("family", choices=["tiny", "wan"], help="model family")
+    e.add_argument("family", choices=["tiny", "wan"], help="model family (each has its exporter in runtime/cli/tools.py)")
     e.add_argument("--out", required=True, help="bundle folder to write")
     e.add_argument("--checkpoint", type=Path, default=None, help="tiny: folder with tiny_dit.safetensors and tiny_vae.safetensors (default: the trained weights shipped with kinema); "
                    "wan: a local Wan diffusers folder (model_index.json, transformer/, vae/, text_encoder/, tokenizer/, scheduler/)")

@@ -40,8 +40,11 @@ def cmd_info(args) -> int:
 
 
 def cmd_export(args) -> int:
-    if args.family == "wan":
-        return _export_wan(args)
+    """`kinema export FAMILY`: each family's exporter is its own function (EXPORTERS)."""
+    return EXPORTERS[args.family](args)
+
+
+def _export_tiny(args) -> int:
     if args.recipe is not None:
         raise KinemaError("--recipe is an option of `export wan`; quantize a tiny bundle with `kinema quantize`")
     try:
@@ -64,13 +67,43 @@ def _export_wan(args) -> int:
         raise KinemaError("export wan needs --checkpoint DIR: a local Wan diffusers folder such as Wan2.1-T2V-1.3B-Diffusers")
     if args.random_init or args.no_encoder:
         raise KinemaError("--random-init and --no-encoder are options of `export tiny`")
+    if args.recipe is not None:
+        from kinema.quantize.recipes import preset
+
+        preset(args.recipe)  # an unknown name fails before any weight is loaded
     try:
         from kinema.export.wan import export_wan
     except ImportError as e:
         raise KinemaError(f"export needs the torch side: pip install 'kinema[export]' ({e})") from None
-    out = export_wan(args.checkpoint, Path(args.out), recipe=args.recipe, overwrite=args.overwrite)
+    if args.recipe in (None, "fp32"):
+        out = export_wan(args.checkpoint, Path(args.out), overwrite=args.overwrite)
+    else:
+        out = _export_then_quantize(args, export_wan)
     print(f"kinema: wrote bundle {out}", file=sys.stderr)
     return 0
+
+
+def _export_then_quantize(args, export) -> Path:
+    """export/ and quantize/ do not import each other: the command composes them, exporting to a
+    scratch folder beside the output and quantizing from it."""
+    import shutil
+    import tempfile
+
+    from kinema.quantize.quantize_bundle import quantize_bundle
+
+    from ..bundle.writer import check_output
+
+    out = check_output(Path(args.out), overwrite=args.overwrite)  # before the weights load
+    parent = out.parent if out.parent.exists() else None
+    scratch = Path(tempfile.mkdtemp(prefix=f".{out.name}.fp32.", dir=parent))
+    try:
+        src = export(args.checkpoint, scratch / "bundle")
+        return quantize_bundle(src, out, args.recipe, overwrite=args.overwrite)
+    finally:
+        shutil.rmtree(scratch, ignore_errors=True)
+
+
+EXPORTERS = {"tiny": _export_tiny, "wan": _export_wan}
 
 
 def cmd_quantize(args) -> int:
@@ -79,7 +112,7 @@ def cmd_quantize(args) -> int:
     if (args.recipe is None) == (args.target_psnr is None):
         raise KinemaError("give one of --recipe NAME|FILE.json and --target-psnr DB")
     if args.recipe is not None:
-        commands.recipe_arg(args.recipe, None)  # an unknown name or a bad file fails before the bundle is read
+        commands.recipe_arg(args.recipe)  # an unknown name or a bad file fails before the bundle is read
     else:
         commands.check_target_psnr(args.target_psnr)
     src = load_bundle(args.bundle, verify_hashes=False)  # a missing or malformed bundle fails here, in one line
@@ -92,7 +125,7 @@ def cmd_quantize(args) -> int:
         raise KinemaError(f"quantize needs the torch side: pip install 'kinema[export]' ({e})") from None
     if args.target_psnr is not None:
         return commands.run_search(args)
-    recipe = commands.recipe_arg(args.recipe, src.family)
+    recipe = commands.recipe_arg(args.recipe)
     out = quantize_bundle(args.bundle, args.output, recipe, overwrite=args.overwrite)
     q = load_bundle(out, verify_hashes=False)
     measured = q.manifest["quantization"]["measured"]

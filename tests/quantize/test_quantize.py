@@ -16,7 +16,8 @@ import onnx
 import pytest
 
 from kinema.quantize.quantize_bundle import plan, quantize_bundle, resolve_nodes
-from kinema.quantize.recipes import FLOAT_GROUPS, PRESETS, BundleRecipe, DynamicInt8, Float16, KeepFloat, WeightOnly, preset
+from kinema.export.tiny_manifest import FLOAT_GROUPS
+from kinema.quantize.recipes import PRESETS, BundleRecipe, DynamicInt8, Float16, KeepFloat, WeightOnly, preset
 from kinema.runtime import Bundle, InputError, Pipeline, load_bundle
 from kinema.runtime import cli
 
@@ -120,7 +121,7 @@ def test_fp32_preset_is_a_byte_copy(bundles, tiny_bundle, videos):
 
 def test_int8_graphs_use_integer_matmuls_and_keep_float_groups(bundles, tiny_bundle):
     src_g = graph(tiny_bundle, "denoiser")
-    keep = set(resolve_nodes(src_g, FLOAT_GROUPS["tiny"].denoiser, "denoiser.onnx"))
+    keep = set(resolve_nodes(src_g, tuple(FLOAT_GROUPS["denoiser"]), "denoiser.onnx"))
     inits = {i.name for i in src_g.initializer}
     weighted = {n.name for n in src_g.node if n.op_type in ("MatMul", "Gemm") and n.input[1] in inits}
     assert weighted & keep and weighted - keep, "the float groups should cover some, not all, weighted MatMul/Gemm nodes"

@@ -86,7 +86,7 @@ def test_greedy_on_hand_made_sensitivities():
     assert config == {"blocks.0": "int4", "blocks.1": "int8", "decoders": "fp16"} and search.predicted(sens, config) == 91.0
     config, moves = search.greedy(units, sens, limit=0.5)
     assert moves == [] and set(config.values()) == {"fp32"}
-    r = search.recipe_for(config | {"blocks.1": "int4", "decoders": "fp16"}, type("B", (), {"family": "tiny"})())
+    r = search.recipe_for(config | {"blocks.1": "int4", "decoders": "fp16"}, type("B", (), {"manifest": {"tools": {"float_groups": {"denoiser": ["ada"], "text_encoder_int8": []}}}, "path": "b"})())
     den = r.for_component("denoiser")
     assert isinstance(den, Mixed) and den.weight_only_groups == ("blocks.1",) and den.dynamic_groups == () and "ada" in den.nodes_to_exclude
     assert r.for_component("decoder_step").precision == "fp16" and r.for_component("text_encoder").precision == "fp32"

@@ -14,8 +14,10 @@ import pytest
 from onnx import TensorProto, helper, numpy_helper
 
 from kinema.quantize.calibration import calibration_prompts, record_inputs
-from kinema.quantize.quantize_bundle import _scopes, gemms_as_matmuls, quantize_bundle
-from kinema.quantize.recipes import FLOAT_GROUPS, BundleRecipe, DynamicInt8, Float16, StaticInt8, WeightOnly, preset, recipe_from_dict
+from kinema.quantize.quantize_bundle import gemms_as_matmuls, quantize_bundle, scopes
+from kinema.export.tiny_manifest import FLOAT_GROUPS
+from kinema.quantize.bundle_tools import BundleTools
+from kinema.quantize.recipes import BundleRecipe, DynamicInt8, Float16, StaticInt8, WeightOnly, preset, recipe_from_dict
 from kinema.runtime import InputError, Pipeline, load_bundle
 from kinema.runtime.engine.sessions import open_session
 
@@ -42,7 +44,7 @@ def test_recorded_denoiser_inputs_cover_every_step_and_both_branches(tiny_bundle
 
 
 def test_static_int8_denoiser_within_sqnr_on_recorded_inputs(tiny_bundle, tmp_path):
-    recipe = BundleRecipe("static", {"denoiser": StaticInt8(calibration_prompts=1, nodes_to_exclude=FLOAT_GROUPS["tiny"].denoiser)})
+    recipe = BundleRecipe("static", {"denoiser": StaticInt8(calibration_prompts=1, nodes_to_exclude=tuple(FLOAT_GROUPS["denoiser"]))})
     out = quantize_bundle(tiny_bundle, tmp_path / "static", recipe)
     b = load_bundle(out)
     g = onnx.load(str(b.component_path("denoiser"))).graph
@@ -126,7 +128,7 @@ def test_fp16_keeps_norms_softmax_and_timestep_sinusoids_fp32(tiny_bundle, tmp_p
     out = quantize_bundle(tiny_bundle, tmp_path / "h", recipe)
     m = onnx.load(str(load_bundle(out).component_path("denoiser")))
     islands = [n for n in m.graph.node if n.op_type in ("LayerNormalization", "Softmax", "Sin", "Cos")]
-    scope = {n.name: " ".join(_scopes(n)) for n in m.graph.node}
+    scope = {n.name: " ".join(scopes(n)) for n in m.graph.node}
     t_embed = [n for n in m.graph.node if n.op_type in ("Gemm", "MatMul") and "dit.t_embed." in scope[n.name]]
     halves = [n for n in m.graph.node if n.op_type == "MatMul" and ".mlp." in scope[n.name] and "blocks." in scope[n.name]]
     assert {n.op_type for n in islands} == {"LayerNormalization", "Softmax", "Sin", "Cos"} and t_embed and halves
@@ -158,4 +160,6 @@ def test_recipe_json_round_trip_and_errors():
         recipe_from_dict({"name": "x", "components": {"denoiser": {"kind": "Int3"}}})
     with pytest.raises(InputError, match="method"):
         StaticInt8(method="mse")
-    assert calibration_prompts("tiny", 3) != calibration_prompts("tiny", 3)[:1] * 3 and len(calibration_prompts("wan", 5)) == 5
+    tools = BundleTools(calibration_prompts=tuple(f"prompt {i}" for i in range(10)), declared=True)
+    assert calibration_prompts(tools, 3) == ["prompt 0", "prompt 4", "prompt 9"]  # spread over the list
+    assert len(calibration_prompts(BundleTools(), 5)) == 5  # the generic fallback, cycled
