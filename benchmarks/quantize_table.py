@@ -103,16 +103,15 @@ def main(argv=None) -> int:
         if not mixed.exists():
             log(f"search --target-psnr {args.target_psnr:g}")
             with common.Stopwatch() as sw:
-                fam0 = load_bundle(src, verify_hashes=False).family
-                search_recipe(src, mixed, args.target_psnr, settings=CompareSettings.default(fam0, args.search_prompts), threads=args.threads, progress=log)
+                search_recipe(src, mixed, args.target_psnr, settings=CompareSettings.default(load_bundle(src, verify_hashes=False), args.search_prompts),
+                              threads=args.threads, progress=log)
             made["mixed"] = round(sw.seconds, 1)
         search = load_bundle(mixed, verify_hashes=False).manifest["quantization"]["search"]
         chosen = ", ".join(f"{u} {lvl}" for u, lvl in search["chosen"].items() if lvl != "fp32")
         bundles.append(mixed)
         names.append(f"mixed (search, {args.target_psnr:g} dB)")
 
-        fam = load_bundle(src, verify_hashes=False).family
-        settings = CompareSettings.default(fam, args.prompts, seeds=(0,), detail_prompts=2)
+        settings = CompareSettings.default(load_bundle(src, verify_hashes=False), args.prompts, seeds=(0,), detail_prompts=2)
         log(f"compare {len(bundles) + 1} bundles on {len(settings.prompts)} prompts")
         report, videos = compare_bundles(src, bundles, settings, threads=args.threads, cost=True, cost_repeats=2, progress=log)
         report_dir = write_report(report, videos, folder / "report", overwrite=True)

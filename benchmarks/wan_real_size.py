@@ -99,10 +99,11 @@ _QUANTIZE = _COMMON + r"""
 import onnx
 from pathlib import Path
 from kinema.quantize.quantize_bundle import ComponentPlan, apply_recipe, resolve_nodes
+from kinema.export.wan import TOOLS
 from kinema.quantize.recipes import describe, float_nodes, preset
 t0 = time.perf_counter()
 name = cfg["variant"]
-recipe = preset(name, "wan").for_component("denoiser")
+recipe = preset(name, TOOLS["float_groups"]).for_component("denoiser")
 src = Path(cfg["work"]) / "denoiser.onnx"
 keep = resolve_nodes(onnx.load(str(src), load_external_data=False).graph, float_nodes(recipe), src.name)
 dst = Path(cfg["work"]) / name / "denoiser.onnx"
