@@ -29,3 +29,19 @@ def tiny_models():
     from kinema.export.tiny import load_tiny
 
     return load_tiny(random_init=True, size="test", seed=0)
+
+
+@pytest.fixture(scope="session")
+def golden() -> dict:
+    """This machine's golden outputs (tests/golden/cases.py); skipped where none were recorded."""
+    import json
+    import sys
+
+    sys.path.insert(0, str(Path(__file__).parent / "golden"))
+    import cases
+
+    stored = json.loads(cases.GOLDEN.read_text())
+    key = cases.machine_key()
+    if key not in stored:
+        pytest.skip(f"no goldens recorded on this machine ({key}); record them with python tests/golden/cases.py --record")
+    return stored[key]

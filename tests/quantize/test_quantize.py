@@ -9,6 +9,8 @@ PSNR is printed with -s.
 
 from __future__ import annotations
 
+import json
+
 from pathlib import Path
 
 import numpy as np
@@ -78,6 +80,11 @@ def test_preset_bundle_loads_and_generates(bundles, videos, tiny_bundle, name):
     assert [f["file"] for f in b.manifest["files"]] == [f["file"] for f in src.manifest["files"]]
     frames = videos[name]
     assert frames.shape == videos["fp32"].shape and frames.dtype == np.uint8
+
+
+def test_int8_manifest_is_the_golden_one(bundles, golden):
+    """The int8 quantization of the suite's export, byte for byte the manifest recorded before the redesign."""
+    assert json.loads((bundles["int8"] / "manifest.json").read_text()) == golden["quantized"]["int8"]
 
 
 def test_manifest_records_recipe_source_and_sqnr(bundles, tiny_bundle):
