@@ -27,7 +27,7 @@ Measures, in this order and in one process (subprocesses where a fresh process i
 - optimisations: graph optimisation levels, the optimised-graph cache, threads,
   memory arena and pattern, IO binding, guidance batched against sequential;
 - step-skipping accelerations: speed-up, video PSNR against the plain output and ShapesBench
-  adherence on the first N in-distribution prompts (quantize/compare.py's compare_generators).
+  adherence on the first N in-distribution prompts (quantize/compare/run.py's compare_generators).
 
 Writes benchmarks/results/perf_suite/result.json and result.md (under --out, the results
 root), with the machine it ran on; while it runs, the results so far in partial.json there.

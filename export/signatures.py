@@ -1,4 +1,4 @@
-"""GraphSpecs of the bundle's common component signatures (DESIGN.md), shared by every family."""
+"""GraphSpecs of the bundle's common component signatures (docs/bundle_format.md), shared by every family."""
 
 from __future__ import annotations
 

@@ -1,7 +1,7 @@
 """Wan 2.1/2.2 (diffusers) modules behind kinema's component signatures, ready to trace.
 
 Thin wrappers, no weights of their own: each takes a diffusers/transformers module and
-gives it the forward of one bundle graph (DESIGN.md, "Component signatures"):
+gives it the forward of one bundle graph (docs/bundle_format.md, the graph signatures):
 
 - WanTextEncoder:   UMT5 encoder; token states zeroed past each prompt's length, as
                     WanPipeline does before the denoiser sees them.

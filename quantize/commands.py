@@ -1,6 +1,6 @@
 """The bodies of `kinema compare` and of `kinema quantize`'s recipe-file and --target-psnr forms.
 
-runtime/cli.py parses the arguments and calls in here, so the CLI module stays small and
+runtime/cli/tools.py parses the arguments and calls in here, so the CLI module stays small and
 imports nothing of the quantize side at its top. Every value is checked before a graph
 is opened; errors are KinemaError (one line, exit code 2).
 """

@@ -6,7 +6,7 @@ stores it in the manifest as `preview = {"matrix": C x 3, "bias": 3}`. A preview
 one (C x 3) matrix product per latent cell: no decoder run. A bundle without the entry
 has no preview (`Bundle.preview_map` is None, step callbacks get `preview=None`).
 
-    from kinema.runtime.preview import latent_preview
+    from kinema.runtime.bundle.preview import latent_preview
     img = latent_preview(payload["denoised"], pipe.bundle.preview_map, scale=4)  # (t, 4h, 4w, 3) uint8
 """
 

@@ -56,7 +56,7 @@ def open_session(
     """An inference session for one graph of a checked bundle.
 
     With `cache_dir` and the graph's verified `graph_sha256`, ONNX Runtime's optimised
-    graph is kept there and reused by later sessions (runtime/cache.py).
+    graph is kept there and reused by later sessions (runtime/engine/cache.py).
     """
     providers = check_provider(provider)
     opts = ort.SessionOptions()

@@ -1,7 +1,7 @@
 """`kinema verify VIDEO`: what a video's C2PA manifest says, whether it validates, and the invisible watermark.
 
-Both checks run offline. The manifest is read with c2pa-python (runtime/provenance.py); the
-watermark is looked for in the decoded frames (runtime/watermark.py), so it is found even
+Both checks run offline. The manifest is read with c2pa-python (runtime/safety/provenance.py); the
+watermark is looked for in the decoded frames (runtime/safety/watermark.py), so it is found even
 after re-encoding has stripped the manifest.
 """
 

@@ -1,4 +1,4 @@
-"""runtime.onnx_scan: every external-data location inside an ONNX file, found without `onnx`.
+"""runtime.bundle.scan: every external-data location inside an ONNX file, found without `onnx`.
 
 Models are built with the `onnx` package (tensors marked external by hand, so no data
 files are needed) and the scanner's answer is checked against what

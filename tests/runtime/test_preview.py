@@ -1,7 +1,7 @@
 """Latent previews: the exported latent->RGB map against the bundle's own decoder, and the manifest checks.
 
 The reference is the clip actually decoded by the bundle's ONNX decoder, averaged over
-each latent cell with explicit index lists (not runtime.preview.cell_means), on
+each latent cell with explicit index lists (not runtime.bundle.preview.cell_means), on
 ShapesWorld clips the exporter did not fit on.
 """
 
