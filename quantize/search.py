@@ -217,54 +217,17 @@ def search_recipe(
     work = Path(tempfile.mkdtemp(prefix=f".{out.name}.search.", dir=out.parent))
     try:
         trials = _Trials(src, work, settings, threads)
-        n_values = sum(v.size for v in trials.ref)
-        limit = _max_sq(target_psnr, n_values)
-        fp32_bytes = sum(trials.ref_bytes.values())
-
-        # ---- sensitivity: one unit at a time, the mildest precision of every unit first
-        sens: dict[str, dict[str, dict]] = {u.name: {"fp32": {"sq": 0.0, "saved": 0}} for u in units}
-        for depth in (1, 2):
-            for u in units:
-                levels = LEVELS[u.kind]
-                if depth >= len(levels):
-                    continue
-                lvl = levels[depth]
-                sq, total = trials.error(recipe_for({u.name: lvl}, src))
-                sens[u.name][lvl] = {"sq": sq, "saved": fp32_bytes - total, "psnr_db": round(trials.psnr(sq), 3)}
-                say(f"sensitivity {u.name} {lvl}: {trials.psnr(sq):.2f} dB, saves {(fp32_bytes - total) / 2**20:.2f} MiB")
-            if depth == 1 and not any(v["sq"] <= limit for s in sens.values() for k, v in s.items() if k != "fp32"):
-                best = max(((u, lvl, v) for u, s in sens.items() for lvl, v in s.items() if lvl != "fp32"), key=lambda t: t[2]["psnr_db"])
-                raise InputError(
-                    f"target PSNR {target_psnr:g} dB cannot be met: the most accurate single quantized group ({best[0]} {best[1]}) "
-                    f"already gives {best[2]['psnr_db']:.2f} dB vs fp32; lower --target-psnr or keep fp32"
-                )
-
-        # ---- greedy: most bytes saved per added squared error, predicted error within the target
+        limit = _max_sq(target_psnr, sum(v.size for v in trials.ref))
+        sens = _sensitivity(trials, units, limit, target_psnr, say)
         config, moves = greedy(units, sens, limit)
         pred_psnr = trials.psnr(predicted(sens, config))
-
-        # ---- measure the choice; undo the last moves until it meets the target
-        verified = []
-        while True:
-            recipe = recipe_for(config, src)
-            sq, total = trials.error(recipe)
-            verified.append({"config": dict(config), "psnr_db": round(trials.psnr(sq), 3), "graph_bytes": total})
-            say(f"recipe {_short(config)}: measured {trials.psnr(sq):.2f} dB (predicted {trials.psnr(predicted(sens, config)):.2f}), {total / 2**20:.1f} MiB of graphs")
-            if sq <= limit:
-                break
-            if not moves:
-                raise InputError(f"target PSNR {target_psnr:g} dB cannot be met: every mixed recipe measured below it; lower --target-psnr or keep fp32")
-            unit, before, _ = moves.pop()
-            config[unit] = before
-        if all(v == "fp32" for v in config.values()):
-            raise InputError(f"target PSNR {target_psnr:g} dB cannot be met by any quantized group; lower --target-psnr or keep fp32")
-
+        verified = _measure_and_undo(trials, sens, config, moves, limit, target_psnr, say)
         record = {
             "target_psnr_db": target_psnr,
             "measured_psnr_db": verified[-1]["psnr_db"],
             "predicted_psnr_db": round(pred_psnr, 3) if math.isfinite(pred_psnr) else None,
             "chosen": config,
-            "fp32_graph_bytes": fp32_bytes,
+            "fp32_graph_bytes": sum(trials.ref_bytes.values()),
             "graph_bytes": verified[-1]["graph_bytes"],
             "sensitivity": {u: {lvl: {"psnr_db": v.get("psnr_db"), "saved_bytes": v["saved"]} for lvl, v in s.items() if lvl != "fp32"} for u, s in sens.items()},
             "verifications": verified,
@@ -279,6 +242,53 @@ def search_recipe(
         shutil.rmtree(work, ignore_errors=True)
     say(f"writing {out}")
     return quantize_bundle(src.path, out, recipe_for(config, src), overwrite=overwrite, record={"search": record})
+
+
+def _sensitivity(trials: _Trials, units: list[Unit], limit: float, target_psnr: float, say) -> dict[str, dict[str, dict]]:
+    """sens[unit][level]: the error and bytes saved with only that unit at that level; the mildest level of every unit first.
+
+    Raises InputError when none of the mildest levels reaches the target: the harsher ones will not either.
+    """
+    fp32_bytes = sum(trials.ref_bytes.values())
+    sens: dict[str, dict[str, dict]] = {u.name: {"fp32": {"sq": 0.0, "saved": 0}} for u in units}
+    for depth in (1, 2):
+        for u in units:
+            levels = LEVELS[u.kind]
+            if depth >= len(levels):
+                continue
+            lvl = levels[depth]
+            sq, total = trials.error(recipe_for({u.name: lvl}, trials.src))
+            sens[u.name][lvl] = {"sq": sq, "saved": fp32_bytes - total, "psnr_db": round(trials.psnr(sq), 3)}
+            say(f"sensitivity {u.name} {lvl}: {trials.psnr(sq):.2f} dB, saves {(fp32_bytes - total) / 2**20:.2f} MiB")
+        if depth == 1 and not any(v["sq"] <= limit for s in sens.values() for k, v in s.items() if k != "fp32"):
+            best = max(((u, lvl, v) for u, s in sens.items() for lvl, v in s.items() if lvl != "fp32"), key=lambda t: t[2]["psnr_db"])
+            raise InputError(
+                f"target PSNR {target_psnr:g} dB cannot be met: the most accurate single quantized group ({best[0]} {best[1]}) "
+                f"already gives {best[2]['psnr_db']:.2f} dB vs fp32; lower --target-psnr or keep fp32"
+            )
+    return sens
+
+
+def _measure_and_undo(trials: _Trials, sens, config: dict[str, str], moves: list, limit: float, target_psnr: float, say) -> list[dict]:
+    """Measures the greedy choice and undoes its last moves (in place, on `config` and `moves`) until it meets the target.
+
+    The prediction adds the units' errors as independent noise, which they are not quite;
+    the measurement decides. Returns every measurement, the accepted one last.
+    """
+    verified = []
+    while True:
+        sq, total = trials.error(recipe_for(config, trials.src))
+        verified.append({"config": dict(config), "psnr_db": round(trials.psnr(sq), 3), "graph_bytes": total})
+        say(f"recipe {_short(config)}: measured {trials.psnr(sq):.2f} dB (predicted {trials.psnr(predicted(sens, config)):.2f}), {total / 2**20:.1f} MiB of graphs")
+        if sq <= limit:
+            break
+        if not moves:
+            raise InputError(f"target PSNR {target_psnr:g} dB cannot be met: every mixed recipe measured below it; lower --target-psnr or keep fp32")
+        unit, before, _ = moves.pop()
+        config[unit] = before
+    if all(v == "fp32" for v in config.values()):
+        raise InputError(f"target PSNR {target_psnr:g} dB cannot be met by any quantized group; lower --target-psnr or keep fp32")
+    return verified
 
 
 def _short(config: dict[str, str]) -> str:
