@@ -154,6 +154,42 @@ def test_no_family_branch_in_runtime_or_quantize():
     _ratchet("family", set(bad))
 
 
+def _names_a_family(node: ast.AST) -> bool:
+    return (node.attr if isinstance(node, ast.Attribute) else getattr(node, "id", "")).endswith("family")
+
+
+def test_quantize_picks_nothing_by_a_family():
+    """Nor a family looked up in a table (`t[family]`, `t.get(family)`) or tested for membership, in quantize/.
+
+    What a family needs lives in its bundle's manifest (the tools section). The CLI may
+    pick a family's exporter from a table; quantize/ may not.
+    """
+    bad = []
+    for m, path in MODULES.items():
+        if _folder(m) != "quantize":
+            continue
+        for node in ast.walk(ast.parse(path.read_text())):
+            looked_up = (isinstance(node, ast.Subscript) and _names_a_family(node.slice)) or (
+                isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute) and node.func.attr == "get"
+                and node.args and _names_a_family(node.args[0]))
+            member = isinstance(node, ast.Compare) and _names_a_family(node.left) and any(isinstance(o, (ast.In, ast.NotIn)) for o in node.ops)
+            if looked_up or member:
+                bad.append(f"{path.relative_to(ROOT)}:{node.lineno}")
+    assert not bad, bad
+
+
+def test_only_runtime_imports_relatively():
+    """quantize/, export/ and models/ write the full kinema path (runtime/'s packages import their own modules relatively)."""
+    bad = []
+    for m, path in MODULES.items():
+        if _folder(m) == "runtime":
+            continue
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.ImportFrom) and node.level:
+                bad.append(f"{path.relative_to(ROOT)}:{node.lineno}")
+    assert not bad, bad
+
+
 def test_the_checks_see_the_known_edges():
     """The import reader itself: it finds edges that exist (so an empty result means something)."""
     assert "kinema.runtime.run" in GRAPH["kinema.runtime.pipeline"]
