@@ -13,8 +13,8 @@ MAX_FUNCTION_LINES = 80
 # new violation fails, and so does an entry that no longer is one (remove it).
 STILL_TO_MEND = {
     "imports": set(),
-    "modules": {"models/train_tiny.py"},
-    "functions": {"models/train_tiny.py:train_dit"},
+    "modules": set(),
+    "functions": set(),
     "family": set(),
 }
 
