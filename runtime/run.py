@@ -74,9 +74,12 @@ _NEEDS = {  # task -> (what, latent positions known, needs the encoder)
 }
 
 
-def prepare(pipe, request: Request, *, policy: Policy | None = None) -> Job:
-    """The checked `Job` for a request on this pipeline; raises InputError/BundleError in one line."""
-    policy, sign, accel = precheck(request, pipe.policy if policy is None else policy)
+def prepare(pipe, request: Request, *, policy: Policy | None = None, early: tuple | None = None) -> Job:
+    """The checked `Job` for a request on this pipeline; raises InputError/BundleError in one line.
+
+    `early` is what `precheck` returned when a front end ran it before loading the bundle.
+    """
+    policy, sign, accel = precheck(request, pipe.policy if policy is None else policy) if early is None else early
     r = request
     need = _NEEDS.get(r.task)
     if r.task == "extend":

@@ -91,12 +91,13 @@ def cmd_task(args) -> int:
     from ..safety.policy import check_prompt
 
     req = request_from_args(args)
-    policy, _, _ = run.precheck(req)  # the prompt, signer and step skipping, before the bundle is read
+    early = run.precheck(req)  # the policy, signer and step skipping, before the bundle is read
+    policy = early[0]
     for note in policy.notes if policy is not None else ():
         print(f"kinema: note: {note}", file=sys.stderr)
     check_prompt(req.prompt, policy)  # a refused prompt costs nothing: the bundle is not read yet
     pipe = Pipeline.from_bundle(args.bundle, provider=args.provider, threads=args.threads, low_memory=args.low_memory)
-    job = run.prepare(pipe, req, policy=policy)
+    job = run.prepare(pipe, req, early=early)
     for note in job.notes:
         _say(args, note)
     st = job.settings
