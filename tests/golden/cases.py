@@ -129,7 +129,10 @@ def comparable(folder: Path) -> dict:
         c.pop("bytes")
         c["sha256"] = "graph " + graph_digest(Path(folder) / c["file"])
     if "quantization" in m:
-        m["quantization"].pop("source_bundle_sha256")  # the source manifest's hash: it holds the raw graph hashes
+        q = m["quantization"]
+        q.pop("source_bundle_sha256")  # the source manifest's hash: it holds the raw graph hashes
+        for measured in q.get("measured", {}).values():
+            measured.pop("size_ratio", None)  # file sizes, metadata included
     return m
 
 
