@@ -17,13 +17,11 @@ from __future__ import annotations
 import math
 from dataclasses import MISSING, asdict, dataclass, field, fields
 
-import numpy as np
-
 from .errors import InputError
+from .video.inputs import check_fit
 
 TASKS = ("generate", "animate", "extend", "connect", "edit")
 INPUTS = {"generate": 0, "animate": 1, "extend": 1, "connect": 2, "edit": 1}
-FIT_POLICIES = ("crop", "pad")
 
 
 @dataclass(frozen=True)
@@ -79,8 +77,7 @@ class Request:
         want = INPUTS[self.task]
         if len(self.inputs) != want:
             raise InputError(f"task {self.task} takes {want} input file(s), got {len(self.inputs)}")
-        if self.fit not in FIT_POLICIES:
-            raise InputError(f"fit {self.fit!r} is unknown; choose one of {', '.join(FIT_POLICIES)}")
+        check_fit(self.fit)
         if not isinstance(self.marks, Marks):
             raise InputError(f"marks must be a Marks value, got {type(self.marks).__name__}")
         if self.task == "extend" and self.add_seconds is None:
@@ -146,8 +143,3 @@ def _typed(cls, data, where: str) -> dict:
     if missing:
         raise InputError(f"{where}.{missing[0]} is missing")
     return dict(data)
-
-
-def is_media(x) -> bool:
-    """Whether an input is held in memory (a uint8 array or a `Video`) rather than named by path."""
-    return isinstance(x, np.ndarray) or hasattr(x, "frames")
