@@ -35,8 +35,13 @@ def machine_key() -> str:
                 model = line.split(":", 1)[1].strip()
                 break
         flags = next((ln for ln in Path("/proc/cpuinfo").read_text().splitlines() if ln.startswith("flags")), "")
-        if "amx_int8" in flags:
-            model += " amx"
+        # ONNX Runtime picks its int8 and fp32 kernels by instruction set, so outputs are
+        # bit-identical only between processors of the same tier.
+        have = set(flags.split(":", 1)[-1].split())
+        for flag, tier in (("amx_int8", "amx"), ("avx512_vnni", "avx512vnni"), ("avx512f", "avx512"), ("avx2", "avx2")):
+            if flag in have:
+                model += f" {tier}"
+                break
     except OSError:
         pass
     return f"{model} | onnxruntime {onnxruntime.__version__} | numpy {np.__version__}"
