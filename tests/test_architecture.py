@@ -109,9 +109,9 @@ def test_each_folder_imports_only_what_the_design_allows():
 
 
 def test_runtime_layers_point_down():
-    """bundle < sampling < engine < media < (settings, request, run) < pipeline < cli; video and safety beside."""
+    """bundle < sampling < engine < media < (settings, request, run) < pipeline < (serve, batch) < cli; video and safety beside."""
     rank = {"errors": 0, "bundle": 1, "video": 1, "safety": 2, "sampling": 2, "engine": 3, "media": 4,
-            "settings": 5, "request": 5, "run": 6, "pipeline": 7, "cli": 8}
+            "settings": 5, "request": 5, "run": 6, "pipeline": 7, "serve": 8, "batch": 8, "cli": 9}
     bad = []
     for m, targets in GRAPH.items():
         if _folder(m) != "runtime" or m == "kinema.runtime":

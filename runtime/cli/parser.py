@@ -200,6 +200,20 @@ def add_bench(sub) -> None:
     bs.set_defaults(func=_run("cli.bench", "cmd_bench_shapes"))
 
 
+def add_serve(sub) -> None:
+    s = sub.add_parser("serve", help="serve OpenAI's /v1/videos API and a web page on this machine (needs kinema[serve])",
+                       description="A local video server: OpenAI-style /v1/videos, a progress stream, a job queue kept on disk, and a page at /.")
+    s.add_argument("--host", default="127.0.0.1", help="address to bind (default: 127.0.0.1; any other needs --api-key)")
+    s.add_argument("--port", type=int, default=8000, help="port (default: 8000)")
+    s.add_argument("--bundle", action="append", default=None, help="bundle folder to serve; repeat for several (default: the built-in kinema-tiny)")
+    s.add_argument("--data", type=Path, default=None, help="folder for jobs and videos (default: ~/.local/share/kinema/serve)")
+    s.add_argument("--api-key", default=None, help="the one key clients must send as 'Authorization: Bearer KEY' (or KINEMA_API_KEY)")
+    s.add_argument("--queue", type=int, default=16, help="jobs waiting or running at most; more get 429 (default: 16)")
+    s.add_argument("--max-upload-mb", type=float, default=64.0, help="largest request body in MiB; larger get 413 (default: 64)")
+    s.add_argument("--threads", type=int, default=None, help="CPU threads per graph (default: all cores)")
+    s.set_defaults(func=_run("serve.main", "cmd_serve"))
+
+
 def build_parser() -> argparse.ArgumentParser:
     from kinema import __version__
 
@@ -210,4 +224,5 @@ def build_parser() -> argparse.ArgumentParser:
     add_media(sub)
     add_tools(sub)
     add_bench(sub)
+    add_serve(sub)
     return p
