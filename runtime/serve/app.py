@@ -187,6 +187,7 @@ class Api:
 
     def __init__(self, server: Server):
         self.server, self.jobs = server, server.jobs
+        self.refused = 0  # 429s since the server started
 
     async def submit(self, request: HttpRequest, task: str, source: str | None = None):
         try:
@@ -208,6 +209,7 @@ class Api:
             return _json(self.jobs.submit(record))
         except QueueFull:
             self.server.store.remove(record["id"])
+            self.refused += 1
             wait = max(1, POLL_MS * 2)
             return error(429, f"the queue is full ({self.jobs.max_queue} jobs); retry later", code="queue_full",
                          headers={"retry-after-ms": str(wait), "retry-after": str(max(1, wait // 1000))})
@@ -313,7 +315,7 @@ class Api:
         return JSONResponse({"object": "list", "data": data})
 
     async def health(self, request):
-        return JSONResponse({"status": "ok", "queued": len(self.jobs.queue), "running": self.jobs.running})
+        return JSONResponse({"status": "ok", "queued": len(self.jobs.queue), "running": self.jobs.running, "refused": self.refused})
 
     async def page(self, request):
         return HTMLResponse((Path(__file__).with_name("page.html")).read_text())
