@@ -62,6 +62,15 @@ def cpu_name() -> str:
     return _cpuinfo().get("model name") or platform.processor() or platform.machine()
 
 
+def cpu_isa() -> str:
+    """The widest vector tier the CPU reports, which picks ONNX Runtime's kernels: amx, avx512vnni, avx512, avx2 or other."""
+    flags = set(_cpuinfo().get("flags", "").split())
+    for flag, tier in (("amx_int8", "amx"), ("avx512_vnni", "avx512vnni"), ("avx512f", "avx512"), ("avx2", "avx2")):
+        if flag in flags:
+            return tier
+    return "other"
+
+
 def cpu_amx() -> list[str]:
     """The AMX flags the CPU reports (amx_bf16, amx_int8), sorted; [] when it has none."""
     flags = set(_cpuinfo().get("flags", "").split())
@@ -92,6 +101,7 @@ def machine(**extra: Any) -> dict:
     m = {
         "cpu": cpu_name(),
         "amx": cpu_amx(),
+        "isa": cpu_isa(),
         "cores": os.cpu_count(),
         "os": f"{platform.system()} {platform.machine()}",
         "python": platform.python_version(),
@@ -108,6 +118,8 @@ def describe_machine(m: dict | str) -> str:
     head = m.get("cpu", "?")
     if "amx" in m:  # results from before it was recorded say nothing about AMX
         head += f" (AMX {', '.join(f.removeprefix('amx_') for f in m['amx'])})" if m["amx"] else " (no AMX)"
+    if m.get("isa"):
+        head += f", {m['isa']}"
     head += f", {m.get('cores', '?')} cores"
     if m.get("threads") is not None:
         head += f", {m['threads']} threads used"
