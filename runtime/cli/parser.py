@@ -210,6 +210,8 @@ def add_serve(sub) -> None:
     s.add_argument("--api-key", default=None, help="the one key clients must send as 'Authorization: Bearer KEY' (or KINEMA_API_KEY)")
     s.add_argument("--queue", type=int, default=16, help="jobs waiting or running at most; more get 429 (default: 16)")
     s.add_argument("--max-upload-mb", type=float, default=64.0, help="largest request body in MiB; larger get 413 (default: 64)")
+    s.add_argument("--expire-hours", type=float, default=None, help="remove finished jobs and their files this long after they end (default: keep)")
+    s.add_argument("--cors-origin", action="append", default=None, help="an origin allowed to call the API from a browser; repeat for several (default: none)")
     s.add_argument("--threads", type=int, default=None, help="CPU threads per graph (default: all cores)")
     s.set_defaults(func=_run("serve.main", "cmd_serve"))
 

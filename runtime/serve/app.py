@@ -66,13 +66,13 @@ def _client_message(message: str) -> str:
 class Server:
     """The served bundles, the job store and queue, and the limits."""
 
-    def __init__(self, data: Path, pipes: dict, *, api_key: str | None, max_queue: int, max_body: int):
+    def __init__(self, data: Path, pipes: dict, *, api_key: str | None, max_queue: int, max_body: int, ttl: float | None = None):
         self.store = Store(data)
         self.pipes = pipes
         self.default_model = next(iter(pipes))
         self.api_key = api_key
         self.max_body = max_body
-        self.jobs = Jobs(self.store, pipes, max_queue=max_queue)
+        self.jobs = Jobs(self.store, pipes, max_queue=max_queue, ttl=ttl)
 
     # -- building a job from the client's fields ------------------------------------------
 
@@ -315,7 +315,7 @@ class Api:
         return JSONResponse({"object": "list", "data": data})
 
     async def health(self, request):
-        return JSONResponse({"status": "ok", "queued": len(self.jobs.queue), "running": self.jobs.running, "refused": self.refused})
+        return JSONResponse({"status": "ok", "waiting": self.jobs.waiting(), "running": sorted(self.jobs.running.values()), "refused": self.refused})
 
     async def page(self, request):
         return HTMLResponse((Path(__file__).with_name("page.html")).read_text())
@@ -368,16 +368,23 @@ class Guard:
         return await self.app(scope, limited, send)
 
 
-def create_app(data: str | Path, pipes: dict, *, api_key: str | None = None, max_queue: int = 16, max_body: int = 64 << 20) -> Starlette:
-    """The server's ASGI app; its worker starts and stops with the app."""
-    server = Server(Path(data), pipes, api_key=api_key, max_queue=max_queue, max_body=max_body)
+def create_app(data: str | Path, pipes: dict, *, api_key: str | None = None, max_queue: int = 16, max_body: int = 64 << 20,
+               ttl: float | None = None, cors: tuple[str, ...] = ()) -> Starlette:
+    """The server's ASGI app; its workers start and stop with the app. CORS is off unless origins are given."""
+    server = Server(Path(data), pipes, api_key=api_key, max_queue=max_queue, max_body=max_body, ttl=ttl)
 
     async def lifespan(app):
         server.jobs.start()
         yield
         await run_in_threadpool(server.jobs.stop)
+        server.store.close()
 
     app = Starlette(routes=Api(server).routes(), lifespan=asynccontextmanager(lifespan))
     app.state.server = server
     app.add_middleware(Guard, server=server)
+    if cors:  # outermost, so a refused key still carries the CORS headers the browser needs to read it
+        from starlette.middleware.cors import CORSMiddleware
+
+        app.add_middleware(CORSMiddleware, allow_origins=list(cors), allow_methods=["GET", "POST", "DELETE"],
+                           allow_headers=["authorization", "content-type"])
     return app

@@ -1,11 +1,12 @@
-"""The server's job queue: records in memory and on disk, one worker running them in order.
+"""The server's job queue: records in memory and on disk, one worker per served bundle running its jobs in order.
 
 The worker turns each job's stored request into a `Request` whose output is the job's
 video file and hands it to the run path (`run.prepare`, `run.run`) — the same code
 `kinema generate` runs. Progress events go to whoever listens (the events stream); a
 cancel token stops a running job within a step. On start, jobs a killed server left
 `in_progress` are queued again (at most `RETRIES` times, then failed with code
-`interrupted`), and queued jobs keep their order.
+`interrupted`), and queued jobs keep their order. Finished jobs expire `ttl` seconds after
+they end (their record and files removed), unless `ttl` is None.
 """
 
 from __future__ import annotations
@@ -50,15 +51,15 @@ def used_settings(st) -> dict:
 class Jobs:
     """Records by id, the queue, and the worker thread; every method is safe from any thread."""
 
-    def __init__(self, store: Store, pipes: dict, *, max_queue: int = 16):
-        self.store, self.pipes, self.max_queue = store, pipes, max_queue
+    def __init__(self, store: Store, pipes: dict, *, max_queue: int = 16, ttl: float | None = None):
+        self.store, self.pipes, self.max_queue, self.ttl = store, pipes, max_queue, ttl
         self.lock = threading.Condition()
         self.records: dict[str, dict] = {}
-        self.queue: deque[str] = deque()
+        self.queues: dict[str, deque[str]] = {model: deque() for model in pipes}
         self.cancels: dict[str, threading.Event] = {}
         self.listeners: dict[str, list[Callable[[dict], None]]] = {}
         self.previews: dict[str, int] = {}
-        self.running: str | None = None
+        self.running: dict[str, str] = {}  # model -> the job its worker runs
         self._stop = False
         self._seq = 0
         for record in store.load_all():
@@ -70,25 +71,33 @@ class Jobs:
                 else:
                     record.update(status="queued", progress=0)
                 store.save(record)
+            if record["model"] not in pipes and record["status"] == "queued":
+                record.update(status="failed", error={"code": "model_not_served", "message": f"model {record['model']!r} is not served now"})
+                store.save(record)
             self.records[record["id"]] = record
             if record["status"] == "queued":
-                self.queue.append(record["id"])
-        self.thread = threading.Thread(target=self._work, name="kinema-serve-worker", daemon=True)
+                self.queues[record["model"]].append(record["id"])
+        self.threads = [threading.Thread(target=self._work, args=(m,), name=f"kinema-serve-{m}", daemon=True) for m in pipes]
+        self.threads.append(threading.Thread(target=self._sweep, name="kinema-serve-expiry", daemon=True))
+
+    def waiting(self) -> int:
+        """Jobs queued or running, over all bundles."""
+        with self.lock:
+            return sum(map(len, self.queues.values())) + len(self.running)
 
     # -- the API's side ------------------------------------------------------------------
 
     def submit(self, record: dict) -> dict:
         """Queue a new job (its record and request already checked); QueueFull when the queue is full."""
         with self.lock:
-            waiting = len(self.queue) + (self.running is not None)
-            if waiting >= self.max_queue:
+            if self.waiting() >= self.max_queue:
                 raise QueueFull
             self._seq += 1
             record.update(seq=self._seq, status="queued", progress=0, object="video", created_at=now(),
                           completed_at=None, expires_at=None, error=None)
             self.store.save(record)
             self.records[record["id"]] = record
-            self.queue.append(record["id"])
+            self.queues[record["model"]].append(record["id"])
             self.lock.notify_all()
             return dict(record)
 
@@ -113,7 +122,7 @@ class Jobs:
             if record is None:
                 return None
             if record["status"] == "queued":
-                self.queue.remove(job_id)
+                self.queues[record["model"]].remove(job_id)
                 self._finish(record, "failed", error={"code": "cancelled", "message": "the job was cancelled before it started"})
             elif record["status"] == "in_progress":
                 self.cancels[job_id].set()
@@ -124,8 +133,9 @@ class Jobs:
         with self.lock:
             if job_id not in self.records:
                 return False
-            if job_id in self.queue:
-                self.queue.remove(job_id)
+            queue = self.queues.get(self.records[job_id]["model"], ())
+            if job_id in queue:
+                queue.remove(job_id)
             if job_id in self.cancels:
                 self.cancels[job_id].set()
             del self.records[job_id]
@@ -149,7 +159,8 @@ class Jobs:
     # -- the worker's side ---------------------------------------------------------------
 
     def start(self) -> None:
-        self.thread.start()
+        for t in self.threads:
+            t.start()
 
     def stop(self) -> None:
         with self.lock:
@@ -157,28 +168,45 @@ class Jobs:
             for event in self.cancels.values():
                 event.set()
             self.lock.notify_all()
-        if self.thread.is_alive():
-            self.thread.join(timeout=30)
+        for t in self.threads:
+            if t.is_alive():
+                t.join(timeout=30)
 
-    def _work(self) -> None:
+    def _work(self, model: str) -> None:
+        queue = self.queues[model]
         while True:
             with self.lock:
-                while not self.queue and not self._stop:
+                while not queue and not self._stop:
                     self.lock.wait()
                 if self._stop:
                     return
-                job_id = self.queue.popleft()
+                job_id = queue.popleft()
                 record = self.records[job_id]
                 record.update(status="in_progress", progress=0)
                 self.store.save(record)
-                self.running, cancel = job_id, threading.Event()
+                self.running[model], cancel = job_id, threading.Event()
                 self.cancels[job_id] = cancel
             try:
                 self._run(record, cancel)
             finally:
                 with self.lock:
-                    self.running = None
+                    self.running.pop(model, None)
                     self.cancels.pop(job_id, None)
+                    self.lock.notify_all()
+
+    def _sweep(self) -> None:
+        """Remove finished jobs past their expiry time."""
+        if self.ttl is None:
+            return
+        while True:
+            with self.lock:
+                self.lock.wait(timeout=min(30.0, max(0.2, self.ttl / 4)))
+                if self._stop:
+                    return
+                t = now()
+                gone = [i for i, r in self.records.items() if r.get("expires_at") is not None and r["expires_at"] <= t]
+            for job_id in gone:
+                self.delete(job_id)
 
     def _run(self, record: dict, cancel: threading.Event) -> None:
         job_id = record["id"]
@@ -208,6 +236,8 @@ class Jobs:
     def _finish(self, record: dict, status: str, **values) -> None:
         with self.lock:
             record.update(status=status, **values)
+            if self.ttl is not None:
+                record["expires_at"] = int(now() + self.ttl)
             if record["id"] in self.records:  # deleted while it ran: nothing is written back
                 self.store.save(record)
             listeners = list(self.listeners.get(record["id"], []))

@@ -35,6 +35,8 @@ def cmd_serve(args) -> int:
         raise InputError(f"--port {args.port} must be in [1, 65535]")
     if not 1 <= args.queue <= 10000:
         raise InputError(f"--queue {args.queue} must be in [1, 10000]")
+    if args.expire_hours is not None and not args.expire_hours > 0:
+        raise InputError(f"--expire-hours {args.expire_hours} must be > 0")
     if args.max_upload_mb <= 0:
         raise InputError(f"--max-upload-mb {args.max_upload_mb} must be > 0")
     try:
@@ -52,7 +54,9 @@ def cmd_serve(args) -> int:
             raise InputError(f"--bundle {name}: a bundle named {pipe.bundle.name!r} is served already")
         pipes[pipe.bundle.name] = pipe
     data = data_folder(args.data)
-    app = create_app(data, pipes, api_key=key, max_queue=args.queue, max_body=int(args.max_upload_mb * (1 << 20)))
+    ttl = None if args.expire_hours is None else args.expire_hours * 3600
+    app = create_app(data, pipes, api_key=key, max_queue=args.queue, max_body=int(args.max_upload_mb * (1 << 20)), ttl=ttl,
+                     cors=tuple(args.cors_origin or ()))
     print(f"kinema serve: http://{args.host}:{args.port}/ (models: {', '.join(pipes)}; jobs in {data})", file=sys.stderr, flush=True)
     uvicorn.run(app, host=args.host, port=args.port, log_level="warning")
     return 0

@@ -1,6 +1,6 @@
-"""The job store: one folder per job under the server's data folder, so a restart loses nothing.
+"""The job store: records in SQLite, one folder of files per job, so a restart loses nothing.
 
-    DATA/jobs/video_<24 hex>/job.json        the record (status, settings, error), replaced atomically
+    DATA/jobs.sqlite3                        the records (status, settings, error), WAL journal
     DATA/jobs/video_<24 hex>/input.<ext>     the uploaded image or clip, when the task has one
     DATA/jobs/video_<24 hex>/video.mp4       written by the run path's atomic writer
     DATA/jobs/video_<24 hex>/thumbnail.webp, spritesheet.jpg
@@ -17,6 +17,8 @@ import os
 import re
 import secrets
 import shutil
+import sqlite3
+import threading
 import time
 from pathlib import Path
 
@@ -33,11 +35,17 @@ def valid_id(job_id: str) -> bool:
 
 
 class Store:
-    """Job records and files on disk; every method takes a checked id."""
+    """Job records and files on disk; every method takes a checked id and is safe from any thread."""
 
     def __init__(self, root: str | os.PathLike):
-        self.root = Path(root).resolve() / "jobs"
+        root = Path(root).resolve()
+        self.root = root / "jobs"
         self.root.mkdir(parents=True, exist_ok=True)
+        self._lock = threading.Lock()
+        self._db = sqlite3.connect(root / "jobs.sqlite3", check_same_thread=False, isolation_level=None)
+        self._db.execute("PRAGMA journal_mode=WAL")
+        self._db.execute("PRAGMA synchronous=FULL")
+        self._db.execute("CREATE TABLE IF NOT EXISTS jobs (id TEXT PRIMARY KEY, seq INTEGER NOT NULL, record TEXT NOT NULL)")
 
     def folder(self, job_id: str) -> Path:
         if not valid_id(job_id):
@@ -48,32 +56,35 @@ class Store:
         return self.folder(job_id) / name
 
     def save(self, record: dict) -> None:
-        """Write a record atomically: a crash leaves the old record or the new one, never half of one."""
-        folder = self.folder(record["id"])
-        folder.mkdir(exist_ok=True)
-        tmp = folder / f".job.json.{secrets.token_hex(4)}.part"
-        tmp.write_text(json.dumps(record, indent=1, sort_keys=True))
-        os.replace(tmp, folder / "job.json")
+        """Write a record in one transaction: a crash leaves the old record or the new one."""
+        self.folder(record["id"])
+        with self._lock:
+            self._db.execute("INSERT OR REPLACE INTO jobs (id, seq, record) VALUES (?, ?, ?)",
+                             (record["id"], record.get("seq", 0), json.dumps(record, sort_keys=True)))
 
     def load_all(self) -> list[dict]:
-        """Every stored record, oldest first; leftovers of a killed process removed."""
-        records = []
-        for folder in sorted(self.root.iterdir()):
-            if not folder.is_dir() or not valid_id(folder.name):
+        """Every stored record in submission order; leftovers of a killed process removed."""
+        with self._lock:
+            rows = self._db.execute("SELECT id, record FROM jobs ORDER BY seq").fetchall()
+        records = [json.loads(r) for i, r in rows if valid_id(i)]
+        known = {r["id"] for r in records}
+        for folder in self.root.iterdir():
+            if folder.is_dir() and folder.name not in known:
+                shutil.rmtree(folder, ignore_errors=True)  # made for a job that was never accepted
                 continue
             for part in folder.glob(".*.part"):
                 shutil.rmtree(part) if part.is_dir() else part.unlink(missing_ok=True)
-            try:
-                record = json.loads((folder / "job.json").read_text())
-            except (OSError, ValueError):
-                shutil.rmtree(folder, ignore_errors=True)  # created but never recorded: nothing was accepted
-                continue
-            if record.get("id") == folder.name:
-                records.append(record)
-        return sorted(records, key=lambda r: (r["created_at"], r.get("seq", 0)))
+        return records
 
     def remove(self, job_id: str) -> None:
-        shutil.rmtree(self.folder(job_id), ignore_errors=True)
+        folder = self.folder(job_id)
+        with self._lock:
+            self._db.execute("DELETE FROM jobs WHERE id = ?", (job_id,))
+        shutil.rmtree(folder, ignore_errors=True)
+
+    def close(self) -> None:
+        with self._lock:
+            self._db.close()
 
 
 def now() -> int:

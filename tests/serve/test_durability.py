@@ -5,12 +5,14 @@ from __future__ import annotations
 import base64
 import io
 import json
+import sqlite3
 import threading
 import time
 import warnings
 
 import httpx2 as httpx
 import openai
+import pytest
 from PIL import Image
 from served import FAST, PROMPT, Served
 
@@ -29,6 +31,12 @@ def _wait(client, vid, pred, timeout=60):
     raise AssertionError(f"{vid} never reached the state; last {v.status} {v.progress}")
 
 
+def _stored(data, key="status") -> dict:
+    """What the job records on disk say, read with sqlite3 beside the server."""
+    with sqlite3.connect(data / "jobs.sqlite3") as db:
+        return {i: json.loads(r).get(key) for i, r in db.execute("SELECT id, record FROM jobs")}
+
+
 def test_sigkill_mid_job_then_restart_loses_nothing(tmp_path):
     data = tmp_path / "data"
     first = Served(data).start()
@@ -37,11 +45,9 @@ def test_sigkill_mid_job_then_restart_loses_nothing(tmp_path):
     _wait(client, ids[0], lambda v: v.status == "in_progress" and v.progress >= 5)
     first.kill()
     folders = {i: data / "jobs" / i for i in ids}
-    assert all((f / "job.json").is_file() for f in folders.values())
     assert not any((f / "video.mp4").exists() for f in folders.values())  # the running one is only a hidden .part
     assert list(folders[ids[0]].glob(".video.mp4.*.part"))
-    stored = {i: json.loads((folders[i] / "job.json").read_text())["status"] for i in ids}
-    assert stored == {ids[0]: "in_progress", ids[1]: "queued", ids[2]: "queued"}
+    assert _stored(data) == {ids[0]: "in_progress", ids[1]: "queued", ids[2]: "queued"}
 
     second = Served(data).start()
     try:
@@ -56,7 +62,7 @@ def test_sigkill_mid_job_then_restart_loses_nothing(tmp_path):
             assert v.status == "completed", v.error
             (tmp_path / f"{i}.mp4").write_bytes(client.videos.download_content(i).read())
             assert read_video(tmp_path / f"{i}.mp4")[0].shape[0] == 17
-        assert json.loads((folders[ids[0]] / "job.json").read_text())["attempts"] == 1
+        assert _stored(data, "attempts") == {ids[0]: 1, ids[1]: None, ids[2]: None}
     finally:
         second.stop()
 
@@ -107,5 +113,22 @@ def test_queue_full_is_429_and_the_sdk_retry_gets_in(tmp_path):
         for vid in made:
             assert _wait(client, vid, lambda v: v.status in ("completed", "failed"), timeout=120).status == "completed"
         assert len(set(made)) == 12
+    finally:
+        s.stop()
+
+
+def test_finished_jobs_expire(tmp_path):
+    s = Served(tmp_path / "data", "--expire-hours", str(1.5 / 3600)).start()
+    try:
+        client = s.client()
+        v = _wait(client, client.videos.create(prompt=PROMPT, extra_body=FAST).id, lambda v: v.status == "completed")
+        assert v.expires_at is not None and v.expires_at - v.completed_at in (1, 2)
+        deadline = time.time() + 20
+        while time.time() < deadline and (tmp_path / "data" / "jobs" / v.id).exists():
+            time.sleep(0.2)
+        assert not (tmp_path / "data" / "jobs" / v.id).exists()
+        with pytest.raises(openai.NotFoundError):
+            client.videos.retrieve(v.id)
+        assert _stored(tmp_path / "data") == {}
     finally:
         s.stop()

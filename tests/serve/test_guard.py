@@ -38,7 +38,7 @@ def test_an_oversized_body_is_413(server):
     "/v1/videos/video_000000000000000000000000/content",
     "/v1/videos/..%2F..%2F..%2Fetc%2Fpasswd/content",
     "/v1/videos/%2E%2E/content",
-    "/v1/videos/video_..%2Fjob.json/content",
+    "/v1/videos/video_..%2F..%2Fjobs.sqlite3/content",
     "/v1/videos/jobs/content",
 ])
 def test_unknown_and_path_shaped_ids_are_404(server, path):

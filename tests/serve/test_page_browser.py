@@ -54,6 +54,10 @@ def test_start_watch_progress_and_play(page):
     tab.wait_for_timeout(600)
     assert video.evaluate("v => v.currentTime") != t0  # it plays
     assert video.evaluate("v => v.videoWidth") > 0
+    with tab.expect_download() as saved:
+        card.locator(".dl a").click()
+    assert saved.value.suggested_filename.endswith(".mp4")
+    assert open(saved.value.path(), "rb").read()[4:8] == b"ftyp"
     assert card.get_attribute("data-status") == "completed" and not errors
 
 
