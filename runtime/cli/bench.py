@@ -90,11 +90,17 @@ def cmd_bench_shapes(args) -> int:
             raise KinemaError(f"--limit {args.limit} must be at least 1")
         rows = rows[: args.limit]
     seeds = list(range(args.seeds))
+    if args.workers is not None and args.workers < 1:
+        raise KinemaError(f"--workers {args.workers} must be at least 1")
+    if args.ray:
+        from ..batch.ray_runner import connect  # an unreachable address is one line, before any work
+
+        connect(args.ray)
     out = _check_json_out(args.json)
 
     settings: dict = {"prompts": str(prompts), "seeds": seeds, "limit": args.limit, "ground_truth": args.ground_truth}
     if args.ground_truth:
-        given = [f for f, v in (("--bundle", args.bundle), ("--steps", args.steps), ("--guidance", args.guidance)) if v is not None]
+        given = [f for f, v in (("--bundle", args.bundle), ("--steps", args.steps), ("--guidance", args.guidance), ("--workers", args.workers), ("--ray", args.ray)) if v is not None]
         if given:
             raise KinemaError(f"--ground-truth scores ShapesWorld's own renders; {', '.join(given)} do(es) not apply")
         frames = 17 if args.frames is None else args.frames
@@ -141,11 +147,45 @@ def cmd_bench_shapes(args) -> int:
             steps=st0.steps, guidance=st0.guidance, shift=st0.shift, sampler=st0.sampler,
         )
         bench_rows = rows
+        made = None
+        if args.workers or args.ray:
+            made, settings["fan_out"] = _fan_out(args, checked)
 
         def make(prompt: str, seed: int):
-            return pipe.run(checked[prompt, seed]).frames
+            return made[prompt, seed] if made is not None else pipe.run(checked[prompt, seed]).frames
 
     return _run(args, rows, seeds, bench_rows, make, settings, out)
+
+
+def _fan_out(args, checked: dict) -> dict:
+    """Every (prompt, seed) video made on the batch workers (a process pool, or Ray), as frames."""
+    from ..batch.dispatch import map_tasks
+    from ..batch.main import cores
+    from ..request import Request
+
+    keys = list(checked)
+    tasks = []
+    for i, (prompt, seed) in enumerate(keys):
+        st = checked[prompt, seed]
+        r = Request(prompt=prompt, seed=seed, frames=st.frames, height=st.height, width=st.width, steps=st.steps, guidance=st.guidance)
+        tasks.append({"key": str(i), "request": r.to_dict(), "mode": "frames"})
+    workers = args.workers or cores()
+    threads = args.threads or max(1, cores() // workers)
+    made = {}
+
+    def on_result(r: dict) -> None:
+        if r.get("error"):
+            raise KinemaError(f"bench shapes: a worker failed: {r['error']}")
+        made[keys[int(r["key"])]] = r["frames"]
+        if not args.quiet:
+            sys.stderr.write(f"\rbench shapes: {len(made)}/{len(keys)} videos made on {workers} workers ")
+            sys.stderr.flush()
+
+    t0 = time.perf_counter()
+    map_tasks(args.bundle, tasks, on_result, workers=workers, threads=threads, provider=args.provider, ray=args.ray)
+    if not args.quiet:
+        sys.stderr.write("\n")
+    return made, {"workers": workers, "threads": threads, "ray": args.ray, "wall_s": time.perf_counter() - t0}
 
 
 def _run(args, rows, seeds, bench_rows, make, settings: dict, out) -> int:
@@ -175,6 +215,9 @@ def _run(args, rows, seeds, bench_rows, make, settings: dict, out) -> int:
         return frames
 
     result = shapes_bench.run_bench(bench_rows, seeds, generate)
+    if "fan_out" in settings:  # made on workers before scoring: their wall time is the generation time
+        gen_s = settings["fan_out"]["wall_s"]
+        t_start -= gen_s
     wall = time.perf_counter() - t_start
     if not args.quiet:
         sys.stderr.write("\n")

@@ -196,6 +196,8 @@ def add_bench(sub) -> None:
     bs.add_argument("--height", type=int, default=None, help="height in pixels (default: bundle's; 64 for --ground-truth)")
     bs.add_argument("--provider", default="cpu", help="cpu, cuda, dml or coreml (default: cpu)")
     bs.add_argument("--threads", type=int, default=None, help="CPU threads per graph (default: all cores)")
+    bs.add_argument("--workers", type=int, default=None, help="make the videos on N worker processes (the batch runner's pool)")
+    bs.add_argument("--ray", default=None, metavar="ADDRESS", help="make the videos on a Ray cluster: auto or HOST:PORT (needs kinema[ray])")
     bs.add_argument("-q", "--quiet", action="store_true", help="no progress output")
     bs.set_defaults(func=_run("cli.bench", "cmd_bench_shapes"))
 
@@ -216,6 +218,27 @@ def add_serve(sub) -> None:
     s.set_defaults(func=_run("serve.main", "cmd_serve"))
 
 
+def add_batch(sub) -> None:
+    b = sub.add_parser("batch", help="make every video a JSONL file asks for, on a process pool or a Ray cluster",
+                       description="One request per JSONL line (the fields of a Request, plus seed/seeds and name). Every line is "
+                       "checked before any worker starts; each video is written atomically; DIR/results.jsonl records each one, and a "
+                       "rerun skips what is done.")
+    b.add_argument("file", type=Path, help="the JSONL batch file")
+    b.add_argument("--out", type=Path, required=True, help="folder for the videos and results.jsonl")
+    b.add_argument("--bundle", default=None, help="bundle folder (default: the built-in kinema-tiny)")
+    b.add_argument("--seeds", type=int, default=None, help="seeds 0..N-1 for each line that names none")
+    b.add_argument("--workers", type=int, default=None, help="worker processes (default: from the cores and the memory one video needs)")
+    b.add_argument("--threads", type=int, default=None, help="ONNX Runtime threads per worker (default: cores / workers)")
+    b.add_argument("--keep-going", action="store_true", help="skip bad lines (each reported) instead of stopping before any work")
+    b.add_argument("--retries", type=int, default=2, help="times a request whose worker died is given again (default: 2)")
+    b.add_argument("--policy", default=None, help="prompt policy JSON file for every line (default: the built-in one)")
+    b.add_argument("--provider", default="cpu", help="cpu, cuda, dml or coreml (default: cpu)")
+    b.add_argument("--ray", default=None, metavar="ADDRESS", help="run on a Ray cluster: auto, or an address such as 10.0.0.5:6379 (needs kinema[ray])")
+    b.add_argument("--ray-bytes", action="store_true", help="with --ray: workers send each file back instead of writing --out (no shared file system)")
+    b.add_argument("-q", "--quiet", action="store_true", help="no progress output")
+    b.set_defaults(func=_run("batch.main", "cmd_batch"))
+
+
 def build_parser() -> argparse.ArgumentParser:
     from kinema import __version__
 
@@ -227,4 +250,5 @@ def build_parser() -> argparse.ArgumentParser:
     add_tools(sub)
     add_bench(sub)
     add_serve(sub)
+    add_batch(sub)
     return p
