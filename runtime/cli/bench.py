@@ -90,12 +90,7 @@ def cmd_bench_shapes(args) -> int:
             raise KinemaError(f"--limit {args.limit} must be at least 1")
         rows = rows[: args.limit]
     seeds = list(range(args.seeds))
-    if args.workers is not None and args.workers < 1:
-        raise KinemaError(f"--workers {args.workers} must be at least 1")
-    if args.ray:
-        from ..batch.ray_runner import connect  # an unreachable address is one line, before any work
-
-        connect(args.ray)
+    _check_fan_out(args)
     out = _check_json_out(args.json)
 
     settings: dict = {"prompts": str(prompts), "seeds": seeds, "limit": args.limit, "ground_truth": args.ground_truth}
@@ -147,9 +142,7 @@ def cmd_bench_shapes(args) -> int:
             steps=st0.steps, guidance=st0.guidance, shift=st0.shift, sampler=st0.sampler,
         )
         bench_rows = rows
-        made = None
-        if args.workers or args.ray:
-            made, settings["fan_out"] = _fan_out(args, checked)
+        made = _fan_out(args, checked, settings) if args.workers or args.ray else None
 
         def make(prompt: str, seed: int):
             return made[prompt, seed] if made is not None else pipe.run(checked[prompt, seed]).frames
@@ -157,8 +150,17 @@ def cmd_bench_shapes(args) -> int:
     return _run(args, rows, seeds, bench_rows, make, settings, out)
 
 
-def _fan_out(args, checked: dict) -> dict:
-    """Every (prompt, seed) video made on the batch workers (a process pool, or Ray), as frames."""
+def _check_fan_out(args) -> None:
+    if args.workers is not None and args.workers < 1:
+        raise KinemaError(f"--workers {args.workers} must be at least 1")
+    if args.ray:
+        from ..batch.ray_runner import connect  # an unreachable address is one line, before any work
+
+        connect(args.ray)
+
+
+def _fan_out(args, checked: dict, settings: dict) -> dict:
+    """Every (prompt, seed) video made on the batch workers (a process pool, or Ray), as frames; `settings` records how."""
     from ..batch.dispatch import map_tasks
     from ..batch.main import cores
     from ..request import Request
@@ -185,7 +187,8 @@ def _fan_out(args, checked: dict) -> dict:
     map_tasks(args.bundle, tasks, on_result, workers=workers, threads=threads, provider=args.provider, ray=args.ray)
     if not args.quiet:
         sys.stderr.write("\n")
-    return made, {"workers": workers, "threads": threads, "ray": args.ray, "wall_s": time.perf_counter() - t0}
+    settings["fan_out"] = {"workers": workers, "threads": threads, "ray": args.ray, "wall_s": time.perf_counter() - t0}
+    return made
 
 
 def _run(args, rows, seeds, bench_rows, make, settings: dict, out) -> int:
@@ -215,7 +218,7 @@ def _run(args, rows, seeds, bench_rows, make, settings: dict, out) -> int:
         return frames
 
     result = shapes_bench.run_bench(bench_rows, seeds, generate)
-    if "fan_out" in settings:  # made on workers before scoring: their wall time is the generation time
+    if settings.get("fan_out"):  # made on workers before scoring: their wall time is the generation time
         gen_s = settings["fan_out"]["wall_s"]
         t_start -= gen_s
     wall = time.perf_counter() - t_start
