@@ -79,6 +79,19 @@ def write_bytes(path: str, data: bytes) -> None:
     os.replace(tmp, target)
 
 
+DEPTH = 2
+
+
+def _alive(a) -> bool:
+    import ray
+
+    try:
+        ray.get(a.pid.remote(), timeout=30)
+        return True
+    except Exception:  # any failure to answer: the slot gets a fresh actor
+        return False
+
+
 def map_on_ray(bundle, tasks: list[dict], workers: int, threads: int, on_result, *, provider: str = "cpu", retries: int = 2, ship: bool = False) -> None:
     """Run tasks on the connected cluster's actors; `on_result` for each, in completion order."""
     import ray
@@ -90,21 +103,25 @@ def map_on_ray(bundle, tasks: list[dict], workers: int, threads: int, on_result,
     actor = ray.remote(num_cpus=threads, max_restarts=retries, max_task_retries=retries)(RayWorker)
     actors = [actor.remote(source, threads, provider) for _ in range(workers)]
     pending = list(reversed(tasks))
-    flying: dict = {}  # future -> (actor, task)
+    flying: dict = {}  # future -> (actor slot, task)
+    held = [0] * workers  # tasks in flight per slot: two, so the next one is queued while one runs
     try:
         while pending or flying:
-            for a in actors:
-                if pending and a not in {x for x, _ in flying.values()}:
+            for i in range(workers):
+                while pending and held[i] < DEPTH:
                     task = pending.pop()
-                    flying[a.run.remote(task)] = (a, task)
+                    flying[actors[i].run.remote(task)] = (i, task)
+                    held[i] += 1
             done, _ = ray.wait(list(flying), num_returns=1)
-            a, task = flying.pop(done[0])
+            i, task = flying.pop(done[0])
+            held[i] -= 1
             try:
                 on_result(ray.get(done[0]))
             except RayActorError as e:
                 on_result({"key": task["key"], "worker": "ray", "seconds": None,
                            "error": f"the Ray worker died {retries + 1} times on this request ({type(e).__name__})"})
-                actors[actors.index(a)] = actor.remote(source, threads, provider)
+                if not _alive(actors[i]):
+                    actors[i] = actor.remote(source, threads, provider)
     finally:
         for a in actors:
             ray.kill(a)
