@@ -29,6 +29,22 @@ def generate_settings(args) -> dict:
     return {k: getattr(args, k) for k in keys if getattr(args, k, None) is not None}
 
 
+def fan_out(args) -> dict | None:
+    """How `--workers`/`--ray` spread the videos over the batch runner's workers; None to run them here."""
+    if not args.workers and not args.ray:
+        return None
+    from kinema.runtime.batch.main import cores
+
+    if args.workers is not None and args.workers < 1:
+        raise InputError(f"--workers {args.workers} must be at least 1")
+    if args.ray:
+        from kinema.runtime.batch.ray_runner import connect
+
+        connect(args.ray)  # an unreachable address is one line, before any work
+    workers = args.workers or cores()
+    return {"workers": workers, "threads": max(1, cores() // workers), "ray": args.ray}
+
+
 def run_compare(args) -> int:
     from kinema.runtime.bundle.load import load_bundle
 
@@ -51,7 +67,8 @@ def run_compare(args) -> int:
     else:
         settings = CompareSettings.default(ref, args.limit or 8, **common)  # prompts from its manifest
     check_comparable(ref, others, settings)  # family, latent geometry and shape, settings: before any graph runs
-    report, videos = compare_bundles(args.reference, args.others, settings, threads=args.threads, cost=not args.no_cost, progress=_say(args.quiet))
+    report, videos = compare_bundles(args.reference, args.others, settings, threads=args.threads, cost=not args.no_cost,
+                                     progress=_say(args.quiet), fan_out=fan_out(args))
     out = write_report(report, videos, args.output, overwrite=args.overwrite)
     print(markdown_table(report), end="")
     _say(args.quiet)(f"wrote {out / 'index.html'}")

@@ -13,6 +13,7 @@ from pathlib import Path
 import numpy as np
 
 from kinema.runtime.bundle.load import Bundle, load_bundle
+from kinema.runtime.errors import InputError
 from kinema.runtime.pipeline import Pipeline
 
 from kinema.quantize import metrics
@@ -130,13 +131,34 @@ class _Jobs:
         return self.rows[job[0]] if self.rows else None
 
 
-def _reference(b: Bundle, comps: list[str], jobs: _Jobs, threads: int | None) -> _Reference:
+def _fanned(b: Bundle, jobs: _Jobs, fan_out: dict | None) -> dict:
+    """{job: _Run} of the jobs not compared step by step, made on the batch workers when `fan_out` is given, else {}."""
+    if not fan_out:
+        return {}
+    from kinema.runtime.batch.dispatch import map_tasks
+    from kinema.runtime.request import Request
+
+    todo = [j for j in jobs.all if j not in jobs.detail]
+    tasks = [{"key": str(k), "mode": "frames", "request": Request(prompt=p, seed=s, **jobs.generate).to_dict()} for k, (_, p, s) in enumerate(todo)]
+    made: dict = {}
+
+    def on_result(r: dict) -> None:
+        if r.get("error"):
+            raise InputError(f"compare: a worker failed on {b.name}: {r['error']}")
+        made[todo[int(r["key"])]] = _Run(r["frames"], [], [], [], r["seconds"])
+
+    map_tasks(str(b.path), tasks, on_result, **fan_out)
+    return made
+
+
+def _reference(b: Bundle, comps: list[str], jobs: _Jobs, threads: int | None, fan_out: dict | None = None) -> _Reference:
     """Run the reference: its videos, its trajectories on the detail jobs, and every graph's feeds recorded there."""
     pipe = RecordingPipeline(b, record=comps, threads=threads)
+    made = _fanned(b, jobs, fan_out)
     runs: list[_Run] = []
     for job in jobs.all:
         pipe.recording = job in jobs.detail
-        runs.append(_run(pipe, job[1], job[2], jobs.generate, keep_steps=job in jobs.detail))
+        runs.append(made[job] if job in made else _run(pipe, job[1], job[2], jobs.generate, keep_steps=job in jobs.detail))
     pipe.recording = False
     outputs = {c: _component_outputs(pipe, c, pipe.recorded[c]) for c in comps}
     gen = jobs.generate
@@ -205,8 +227,13 @@ def compare_bundles(
     cost: bool = True,
     cost_repeats: int = 2,
     progress: Callable[[str], None] | None = None,
+    fan_out: dict | None = None,
 ) -> tuple[dict, dict[str, list[np.ndarray]]]:
-    """Run every bundle on the settings; returns (report, {label: videos of the first prompts}) for `write_report`."""
+    """Run every bundle on the settings; returns (report, {label: videos of the first prompts}) for `write_report`.
+
+    `fan_out` (map_tasks' workers, threads, ray): the videos not compared step by step are
+    made on the batch runner's workers, the same requests the sequential run makes.
+    """
     say = progress or (lambda msg: None)
     ref_b = load_bundle(reference)
     other_bs = [load_bundle(o) for o in others]
@@ -220,8 +247,9 @@ def compare_bundles(
 
     say(f"reference {labels[0]}: {len(jobs.all)} videos")
     comps = [c for c in COMPONENTS if ref_b.has(c)]
-    ref = _reference(ref_b, comps, jobs, threads)
-    videos = {labels[0]: [r.frames for r in ref.runs[:GRID_VIDEOS]]}
+    ref = _reference(ref_b, comps, jobs, threads, fan_out)
+    grid = [k for k, job in enumerate(jobs.all) if job[2] == settings.seeds[0]][:GRID_VIDEOS]  # the first seed of each prompt
+    videos = {labels[0]: [ref.runs[k].frames for k in grid]}
     entries = []
     for label, b in zip(labels, [ref_b, *other_bs]):
         is_ref = b is ref_b
@@ -230,8 +258,9 @@ def compare_bundles(
             runs, pipe = ref.runs, ref.pipe
         else:
             pipe = Pipeline(b, threads=threads)
-            runs = [_run(pipe, p, s, gen, keep_steps=(i, p, s) in jobs.detail) for i, p, s in jobs.all]
-            videos[label] = [r.frames for r in runs[:GRID_VIDEOS]]
+            made = _fanned(b, jobs, fan_out)
+            runs = [made.get((i, p, s)) or _run(pipe, p, s, gen, keep_steps=(i, p, s) in jobs.detail) for i, p, s in jobs.all]
+            videos[label] = [runs[k].frames for k in grid]
         entries.append(_entry(label, b, pipe, runs, ref, jobs, comps, is_ref))
         if not is_ref:
             del pipe

@@ -84,3 +84,17 @@ def test_a_ray_worker_killed_mid_job_is_restarted_and_the_job_completes(cluster,
     got = rows(out)
     assert [r["key"] for r in got] == ["1:0", "1:1", "1:2"] and all(r["error"] is None for r in got)
     assert str(victims[0]) not in got[0]["worker"]  # the restarted actor made it
+
+
+def test_compare_over_ray_is_the_sequential_run(cluster, tmp_path):
+    from kinema.runtime.bundle.load import default_bundle_path
+
+    b = str(default_bundle_path())
+    common = ["compare", b, b, "--no-cost", "--limit", "3", "--seeds", "2", "--steps", "2", "--detail-prompts", "1", "--threads", "1", "-q"]
+    assert main([*common, "-o", str(tmp_path / "seq")]) == 0
+    assert main([*common, "-o", str(tmp_path / "ray"), "--ray", cluster, "--workers", "2"]) == 0
+    seq, par = (json.loads((tmp_path / n / "report.json").read_text()) for n in ("seq", "ray"))
+    for r in (seq, par):
+        for entry in r["bundles"]:
+            entry.pop("in_process_seconds_per_video")
+    assert par == seq and len(seq["bundles"]) == 2 and seq["bundles"][1]["steps"]["free_running_psnr_db"]

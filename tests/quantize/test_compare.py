@@ -20,7 +20,7 @@ from kinema.quantize import metrics
 from kinema.quantize.compare import CompareSettings, compare_bundles, compare_generators, video_grid, video_metrics, write_report
 from kinema.quantize.cost import bundle_bytes
 from kinema.quantize.quantize_bundle import quantize_bundle
-from kinema.runtime import Pipeline, load_bundle
+from kinema.runtime import Pipeline
 from kinema.runtime import cli
 from kinema.runtime.video.core import read_video
 
@@ -203,3 +203,21 @@ def test_compare_imports_neither_torch_nor_onnx():
     code = "import sys, kinema.quantize.compare, kinema.quantize.cost; print(sorted({m.split('.')[0] for m in sys.modules} & {'torch', 'onnx', 'transformers', 'diffusers'}))"
     r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert r.returncode == 0 and r.stdout.strip() == "[]", (r.stdout, r.stderr[-2000:])
+
+
+def _without_timing(report: dict) -> dict:
+    out = json.loads(json.dumps(report))
+    for b in out["bundles"]:
+        b.pop("in_process_seconds_per_video", None)
+        b.pop("cost", None)
+    return out
+
+
+def test_compare_on_the_batch_workers_is_the_sequential_run(tiny_bundle, int8_bundle):
+    prompts = PROMPTS + ("a green triangle growing on a black background",)
+    settings = CompareSettings(prompts, seeds=(0, 1), detail_prompts=1, generate=GEN)
+    seq, seq_videos = compare_bundles(tiny_bundle, [int8_bundle], settings, threads=1, cost=False)
+    par, par_videos = compare_bundles(tiny_bundle, [int8_bundle], settings, threads=1, cost=False, fan_out={"workers": 2, "threads": 1})
+    assert _without_timing(par) == _without_timing(seq)
+    for label in seq_videos:
+        assert all(np.array_equal(a, b) for a, b in zip(seq_videos[label], par_videos[label]))
