@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import unicodedata
 from dataclasses import asdict, dataclass
 
 import numpy as np
@@ -69,8 +70,9 @@ def check_settings(
 ) -> GenerationSettings:
     """Settings resolved against the bundle's defaults; raises InputError naming the first bad value."""
     s = bundle.sampler
-    if not isinstance(prompt, str) or not prompt.strip():
-        raise InputError("prompt is empty; describe the video to generate")
+    if not isinstance(prompt, str) or not visible_text(prompt).strip():
+        shown = "" if not isinstance(prompt, str) or not prompt else f" ({len(prompt)} invisible or control characters)"
+        raise InputError(f"prompt is empty{shown}; describe the video to generate")
     if len(prompt) > MAX_PROMPT_CHARS:
         raise InputError(f"prompt is {len(prompt)} characters; the limit is {MAX_PROMPT_CHARS}")
     check_prompt(prompt, policy)
@@ -111,6 +113,12 @@ def check_settings(
         cfg_mode=cfg_mode,
         loop=bool(loop),
     )
+
+def visible_text(text: str) -> str:
+    """The text as it reads: NFKC, without format characters (zero-width, bidi marks) or control characters (NUL...)."""
+    text = unicodedata.normalize("NFKC", text)
+    return "".join(ch for ch in text if unicodedata.category(ch) not in ("Cf", "Cc") or ch in " \t\n")
+
 
 def check_size(bundle, fps, frames, seconds, height, width, loop) -> tuple[float, int, int, int]:
     """fps, frames, height and width resolved against the bundle's video rules."""

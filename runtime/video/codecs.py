@@ -212,9 +212,10 @@ def _palette_graph(width: int, height: int, time_base: Fraction):
 class _PngSink:
     """PNG frames written into a hidden sibling folder, moved into place on commit."""
 
-    def __init__(self, folder: Path, prefix: str, fps: float, metadata: dict[str, str]) -> None:
-        self.folder, self.prefix = folder, prefix
-        self.tmp = _reserve_temp(folder, prefix, directory=True)
+    def __init__(self, folder: Path, prefix: str, fps: float, metadata: dict[str, str], *, new_folder: bool = False) -> None:
+        self.folder, self.prefix, self.new_folder = folder, prefix, new_folder
+        # a folder that does not exist yet is made whole: frames go into a hidden sibling, renamed once
+        self.tmp = _reserve_temp(folder.parent, folder.name, directory=True) if new_folder else _reserve_temp(folder, prefix, directory=True)
         self.text = {"Comment": _settings_json(metadata), _PNG_FPS_KEY: repr(float(fps)), "Software": "kinema"}
         self.names: list[str] = []
 
@@ -224,6 +225,12 @@ class _PngSink:
         self.names.append(name)
 
     def commit(self) -> tuple[Path, ...]:
+        if self.new_folder:
+            try:
+                os.rename(self.tmp, self.folder)  # one step: the folder appears with every frame in it
+                return tuple(self.folder / n for n in self.names)
+            except OSError:  # made by someone else meanwhile: move the frames in one by one
+                self.folder.mkdir(exist_ok=True)
         paths = []
         for name in self.names:
             os.replace(self.tmp / name, self.folder / name)
@@ -338,10 +345,46 @@ def _gif_comment(path: Path) -> str | None:
 
 
 def _reserve_temp(folder: Path, name: str, *, directory: bool = False) -> Path:
-    """A new hidden temporary path in `folder` (same filesystem as the target, so rename is atomic)."""
-    tmp = folder / f".{name}.{secrets.token_hex(4)}.part"
+    """A new hidden temporary path in `folder` (same filesystem as the target, so rename is atomic).
+
+    The name carries this process's id, so a later run can tell a killed run's leftover
+    (`sweep_stale`) from one still being written.
+    """
+    sweep_stale(folder, name)
+    tmp = folder / f".{name}.{os.getpid()}-{secrets.token_hex(4)}.part"
     if directory:
         tmp.mkdir()
     else:  # O_EXCL reserves the name; mode 0o666 lets the umask set the usual permissions
         os.close(os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666))
     return tmp
+
+
+_STALE = re.compile(r"^\.(?P<name>.+)\.(?P<pid>\d+)-[0-9a-f]{8}\.part$")
+
+
+def sweep_stale(folder: Path, name: str) -> list[Path]:
+    """Remove the temporary files and folders of `name` that runs no longer alive left in `folder` (a SIGKILL, a power cut)."""
+    removed = []
+    try:
+        entries = list(folder.iterdir())
+    except OSError:
+        return removed
+    for p in entries:
+        m = _STALE.match(p.name)
+        if not m or m.group("name") != name or _alive(int(m.group("pid"))):
+            continue
+        shutil.rmtree(p, ignore_errors=True) if p.is_dir() else p.unlink(missing_ok=True)
+        removed.append(p)
+    return removed
+
+
+def _alive(pid: int) -> bool:
+    if pid == os.getpid():
+        return True
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # another user's process
+        return True
+    return True

@@ -197,9 +197,7 @@ class VideoWriter:
         t = self._target
         sign = self._marks()
         if t.ext == ".png":
-            if t.create_folder:
-                t.folder.mkdir(exist_ok=True)
-            self._sink = _PngSink(t.folder, t.png_prefix, self.fps, self.metadata)
+            self._sink = _PngSink(t.folder, t.png_prefix, self.fps, self.metadata, new_folder=t.create_folder and not t.folder.exists())
         else:
             self._sink = _AvSink(t.file, t.ext, self.fps, self.out_width, self.out_height, self.metadata, self.crf, sign)
         return self
