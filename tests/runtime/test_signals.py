@@ -74,3 +74,32 @@ def test_an_invisible_prompt_is_empty(tmp_path, capsys, prompt):
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "prompt is empty" in err[0]
     assert list(tmp_path.iterdir()) == []
+
+
+def test_an_unexpected_error_is_one_line_and_exit_1(tmp_path, capsys, monkeypatch):
+    from kinema.runtime import run
+
+    def broken(*a, **k):
+        raise ZeroDivisionError("float division by zero\nmore detail")
+
+    monkeypatch.setattr(run, "run", broken)
+    monkeypatch.delenv("KINEMA_DEBUG", raising=False)
+    assert main(["generate", PROMPT, "--steps", "2", "--frames", "5", "-o", str(tmp_path / "x.mp4")]) == 1
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err[-1] == "kinema generate: internal error: ZeroDivisionError: float division by zero (KINEMA_DEBUG=1 shows the traceback)"
+    assert not any("Traceback" in ln for ln in err) and list(tmp_path.iterdir()) == []
+    monkeypatch.setenv("KINEMA_DEBUG", "1")
+    with pytest.raises(ZeroDivisionError):
+        main(["generate", PROMPT, "--steps", "2", "--frames", "5", "-o", str(tmp_path / "x.mp4")])
+
+
+def test_a_disk_error_is_one_line_and_exit_1(tmp_path, capsys, monkeypatch):
+    from kinema.runtime.video import core
+
+    def full(self, frames):
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(core.VideoWriter, "write", full)
+    assert main(["generate", PROMPT, "--steps", "2", "--frames", "5", "-q", "-o", str(tmp_path / "x.mp4")]) == 1
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err == ["kinema generate: error: No space left on device"] and list(tmp_path.iterdir()) == []
