@@ -15,6 +15,7 @@ import av
 
 from . import provenance, watermark
 from ..errors import InputError
+from ..video.codecs import check_stream
 
 EXIT_INVALID = 1  # a manifest is present and fails validation (the file was changed after signing)
 
@@ -33,6 +34,7 @@ def _detect(path: Path) -> tuple[watermark.Detection, int, int, int]:
         with av.open(str(path)) as container:
             if not container.streams.video:
                 raise InputError(f"{path}: not a video (no video stream)")
+            check_stream(container.streams.video[0], path)
             found = watermark.detect(frames())
     except InputError:
         raise

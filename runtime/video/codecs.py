@@ -16,7 +16,7 @@ import av
 import numpy as np
 
 from ..errors import InputError
-from .constants import _PNG_DIGITS, _PNG_FPS_KEY, _PNG_SIGNATURE
+from .constants import _PNG_DIGITS, _PNG_FPS_KEY, _PNG_SIGNATURE, MAX_INPUT_PIXELS
 
 
 def read_video(path: str | os.PathLike) -> tuple[np.ndarray, float]:
@@ -54,6 +54,13 @@ def read_metadata(path: str | os.PathLike) -> dict[str, str]:
     return _parse_settings(comment)
 
 
+def check_stream(stream, path) -> None:
+    """Refuse a video stream whose header declares frames over MAX_INPUT_PIXELS, before one frame is decoded."""
+    w, h = stream.codec_context.width or 0, stream.codec_context.height or 0
+    if w * h > MAX_INPUT_PIXELS:
+        raise InputError(f"{os.fspath(path)}: its frames are {w}x{h}, more than {MAX_INPUT_PIXELS // 1_000_000} megapixels; kinema does not decode it")
+
+
 def _existing_file(path: str | os.PathLike) -> Path:
     p = Path(path)
     if not p.is_file():
@@ -69,6 +76,7 @@ def _decode_all(path: str | os.PathLike) -> tuple[np.ndarray, float]:
             if not container.streams.video:
                 raise InputError(f"{path} holds no video stream")
             stream = container.streams.video[0]
+            check_stream(stream, path)
             # to_ndarray converts with the matrix the file is tagged with (BT.709 for ours)
             frames = [f.to_ndarray(format="rgb24") for f in container.decode(stream)]
             rate = stream.guessed_rate or stream.average_rate

@@ -28,9 +28,10 @@ import av
 import numpy as np
 
 from ..errors import InputError
+from .codecs import check_stream
+from .constants import MAX_INPUT_PIXELS
 
 FIT_POLICIES = ("crop", "pad")
-MAX_INPUT_PIXELS = 64_000_000  # per image or video frame: beyond this, decoding alone needs GBs
 FPS_TOLERANCE = 0.01
 _CONVERTED = {"1", "L", "P", "RGB", "RGBX", "YCbCr"}
 _WITH_ALPHA = {"LA", "La", "PA", "RGBA", "RGBa"}
@@ -221,6 +222,7 @@ def read_clip(path: str | os.PathLike, width: int, height: int, fps: float, fit:
             if not container.streams.video:
                 raise InputError(f"{p} holds no video stream")
             stream = container.streams.video[0]
+            check_stream(stream, p)
             rate = stream.guessed_rate or stream.average_rate
             src_fps = float(rate) if rate else 0.0
             timed = (
