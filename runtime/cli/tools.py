@@ -36,6 +36,10 @@ def cmd_info(args) -> int:
     q = m.get("quantization")
     if q:
         print(f"  quantized  {json.dumps(q)}")
+    dynamic = [n for n, c in b.components.items() if c.get("precision") == "int8-dynamic"]
+    if dynamic:  # dynamic int8 takes its activation ranges over the whole batch
+        print(f"  note       {', '.join(dynamic)}: dynamic int8, so --cfg-mode batched and sequential give slightly different videos "
+              "for one seed, and tasks that run the fp32 encoder can differ between --threads counts (docs/performance.md)")
     return 0
 
 
