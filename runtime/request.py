@@ -67,6 +67,7 @@ class Request:
     policy: str | None = None  # prompt policy JSON file; None = the built-in one
     output: str | None = None  # file or folder to write; None = return the video in memory
     native_size: bool = False  # write the model's size instead of scaling small clips up
+    memory_check: bool = True  # refuse a run whose estimated peak exceeds the memory available
     marks: Marks = field(default_factory=Marks)
 
     def __post_init__(self):

@@ -18,8 +18,9 @@ from pathlib import Path
 
 import numpy as np
 
+from .engine.memory import available_bytes, estimate_memory
 from .engine.progress import Progress
-from .errors import Cancelled
+from .errors import Cancelled, InputError
 from .media import rules, tasks
 from .media.load import load_clip, load_image
 from .request import Request
@@ -93,6 +94,8 @@ def prepare(pipe, request: Request, *, policy: Policy | None = None, early: tupl
         guidance=r.guidance, shift=r.shift, seed=r.seed, sampler=r.sampler, cfg_mode=r.cfg_mode, loop=r.loop,
         policy=policy, **length,
     )
+    if r.memory_check:
+        check_memory(pipe, st, in_memory=r.output is None)
     job = Job(r, st, accel, marks=MarkRule(visible=r.marks.visible))
     if r.task == "extend" or (r.task == "connect" and r.add_seconds is not None):
         job.new_frames = rules.check_seconds(r.add_seconds, st.fps)
@@ -105,6 +108,22 @@ def prepare(pipe, request: Request, *, policy: Policy | None = None, early: tupl
     elif r.task == "extend":
         job.extra.update(seconds=r.add_seconds, backward=r.backward)
     return job
+
+
+def check_memory(pipe, st, *, in_memory: bool, available: int | None = None) -> None:
+    """Refuse, before any graph opens, a run whose estimated peak is over the memory the system has available."""
+    available = available_bytes() if available is None else available
+    if available is None:
+        return
+    window = min(st.frames, pipe.bundle.video.max_frames)  # a long clip is sampled window by window
+    peak = estimate_memory(pipe.bundle, window, st.height, st.width, guidance=st.guidance != 1 and st.cfg_mode == "batched")["peak"]
+    if in_memory:  # a returned Video holds every frame
+        peak += st.frames * st.height * st.width * 3
+    if peak > available:
+        raise InputError(
+            f"this run needs about {peak / 2**30:.2f} GiB by kinema's estimate ({window} frames at {st.width}x{st.height} per window), "
+            f"but {available / 2**30:.2f} GiB are available: make it smaller, use --cfg-mode sequential or --low-memory, "
+            "or pass --no-memory-check")
 
 
 def _read_inputs(pipe, job: Job) -> None:

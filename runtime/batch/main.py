@@ -14,6 +14,7 @@ from dataclasses import replace
 from pathlib import Path
 
 from .. import run
+from ..engine.memory import available_bytes
 from ..errors import InputError, KinemaError
 from . import lines
 from .results import Results
@@ -24,14 +25,6 @@ def cores() -> int:
         return len(os.sched_getaffinity(0))
     except AttributeError:
         return os.cpu_count() or 1
-
-
-def available_bytes() -> int | None:
-    try:
-        with open("/proc/meminfo") as f:
-            return next(int(ln.split()[1]) * 1024 for ln in f if ln.startswith("MemAvailable"))
-    except (OSError, StopIteration):
-        return None
 
 
 def plan(pipe, items, workers: int | None, threads: int | None) -> tuple[int, int, str]:

@@ -44,6 +44,8 @@ def add_generation_flags(p: argparse.ArgumentParser) -> None:
     p.add_argument("--provider", default="cpu", help="cpu, cuda, dml or coreml (default: cpu)")
     p.add_argument("--threads", type=int, default=None, help="CPU threads per graph (default: all cores)")
     p.add_argument("--low-memory", action="store_true", help="load one graph at a time, releasing each before the next (lower peak memory)")
+    p.add_argument("--no-memory-check", dest="memory_check", action="store_false",
+                   help="run even when the estimated peak memory is over what the system has available")
     p.add_argument("--teacache", type=float, default=0.0, help="TeaCache: reuse the last prediction until the input's relative L1 change adds up to this (e.g. 0.2; default 0 = off)")
     p.add_argument("--cfg-cache", type=int, default=0, help="run both guidance branches only every N-th step, reusing their difference in between (e.g. 3; default 0 = off)")
     p.add_argument("--leap", type=float, default=0.0, help="linear proportional leap: once predictions agree to this cosine similarity after half the steps, jump to the end (e.g. 0.99; default 0 = off)")

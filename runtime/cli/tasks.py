@@ -40,6 +40,7 @@ def request_from_args(args) -> Request:
         policy=args.policy,
         output=str(args.output),
         native_size=args.native_size,
+        memory_check=args.memory_check,
         marks=Marks(visible=args.visible_watermark, sign_cert=args.sign_cert, sign_key=args.sign_key, include_prompt=args.c2pa_include_prompt),
         **length,
     )

@@ -95,7 +95,19 @@ def estimate_memory(bundle: Bundle, frames: int, height: int, width: int, *, gui
     return stages
 
 
-__all__ = ["estimate_memory"]
+def available_bytes() -> int | None:
+    """Memory the system can give a new run without swapping (Linux MemAvailable); None where it cannot be read."""
+    try:
+        with open("/proc/meminfo") as f:
+            for line in f:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) * 1024
+    except (OSError, ValueError, IndexError):
+        pass
+    return None
+
+
+__all__ = ["available_bytes", "estimate_memory"]
 
 
 def text_width(bundle) -> int:

@@ -28,6 +28,7 @@ FLAGS = {
     "--leap": ("0.99", "leap", 0.99),
     "--policy": ("my_policy.json", "policy", "my_policy.json"),
     "--native-size": (None, "native_size", True),
+    "--no-memory-check": (None, "memory_check", False),
 }
 MARKS = {  # flag -> (value, Marks field, value there)
     "--visible-watermark": (None, "visible", True),
