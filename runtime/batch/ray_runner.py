@@ -13,6 +13,7 @@ Ray's own (its environment and files).
 
 from __future__ import annotations
 
+import atexit
 import os
 import socket
 import tempfile
@@ -42,6 +43,9 @@ def connect(address: str) -> None:
         ray.init(address=address, log_to_driver=False, include_dashboard=False, configure_logging=False)
     except (ConnectionError, RuntimeError, ValueError) as e:
         raise InputError(f"--ray {address}: cannot join the cluster ({str(e).splitlines()[0]})") from None
+    # Leave the cluster at exit before Ray's own exit hook would: that hook waits half a
+    # second for worker logs to reach the terminal, and with log_to_driver off none come.
+    atexit.register(ray.shutdown)
 
 
 def pack(folder: str | os.PathLike) -> dict[str, bytes]:
