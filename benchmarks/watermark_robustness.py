@@ -1,4 +1,4 @@
-"""Does kinema's invisible watermark survive re-encoding and rescaling, and how often does it fire without it?
+"""Does kinema's invisible watermark survive re-encoding, rescaling and flipping, and how often does it fire without it?
 
     python benchmarks/watermark_robustness.py [--clips 120] [--generated 20] [--bundle DIR] [--out benchmarks/results]
 
@@ -10,6 +10,8 @@ CRF 18), once with the watermark and once without, then attacked:
 
 - crf28:       decoded and re-encoded with libx264 at CRF 28, same size
 - down0.75:    decoded, scaled to 0.75x with libswscale bicubic, re-encoded at CRF 28
+- flip:        decoded, mirrored left to right, re-encoded at CRF 28
+- crf40:       decoded and re-encoded with libx264 at CRF 40 (heavy compression), same size
 - native ...:  the same, for a clip written at the model's own 64x64 (`--native-size`)
 
 Reports the detection rate on watermarked clips, the false-positive rate on clips without
@@ -97,7 +99,7 @@ def main() -> None:
     args = ap.parse_args()
 
     keys = np.random.default_rng(1).integers(1, 2**62, WRONG_KEYS)
-    attacks = ("written", "crf28", "down0.75")
+    attacks = ("written", "crf28", "down0.75", "flip", "crf40")
     rows = []
     used: dict = {}
     sw = common.Stopwatch()
@@ -116,7 +118,9 @@ def main() -> None:
                     r = wm.residual(wm.mean_luma(marked))
                     row["wrong_key_scores"] = [wm.score_residual(r, key=int(k)) for k in keys]
                 for name, m, p in (("written", marked, plain), ("crf28", reencode(marked, 28), reencode(plain, 28)),
-                                   ("down0.75", reencode(marked, 28, 0.75), reencode(plain, 28, 0.75))):
+                                   ("down0.75", reencode(marked, 28, 0.75), reencode(plain, 28, 0.75)),
+                                   ("flip", reencode(marked[:, :, ::-1], 28), reencode(plain[:, :, ::-1], 28)),
+                                   ("crf40", reencode(marked, 40), reencode(plain, 40))):
                     row[f"{tag}{name}"] = wm.detect(m).score
                     row[f"{tag}{name} unmarked"] = wm.detect(p).score
             rows.append(row)

@@ -9,6 +9,7 @@ from dataclasses import asdict, dataclass
 import numpy as np
 
 from .errors import InputError
+from .video.constants import MAX_FPS, MIN_FPS
 from .media.rules import check_length
 from .safety.policy import Policy, check_prompt
 from .sampling import samplers
@@ -124,8 +125,8 @@ def check_size(bundle, fps, frames, seconds, height, width, loop) -> tuple[float
     """fps, frames, height and width resolved against the bundle's video rules."""
     v = bundle.video
     fps = v.fps if fps is None else fps
-    if not _is_real(fps) or not math.isfinite(fps) or not 0 < fps <= 240:
-        raise InputError(f"fps={fps!r} must be a number in (0, 240]")
+    if not _is_real(fps) or not math.isfinite(fps) or not MIN_FPS <= fps <= MAX_FPS:
+        raise InputError(f"fps={fps!r} must be a number in [{MIN_FPS:g}, {MAX_FPS:g}]")
     rule = f"{v.frame_multiple}k+{v.frame_offset}"
     if frames is not None and seconds is not None:
         raise InputError("give --frames or --seconds, not both")

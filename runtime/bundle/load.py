@@ -21,7 +21,8 @@ from pathlib import Path, PurePosixPath
 from typing import Any
 
 from ..errors import BundleError
-from .scan import external_data_locations
+from .contract import check_graphs, check_rules
+from .scan import scan_model
 from .manifest import (  # noqa: F401  (the format's names, re-exported for the writer and tools)
     COMPONENTS_OPTIONAL,
     COMPONENTS_REQUIRED,
@@ -182,6 +183,19 @@ def _check_file(root: Path, entry: dict, where: str, verify_hashes: bool, stamps
     return full
 
 
+class _DuplicateKey(Exception):
+    pass
+
+
+def _unique_keys(pairs: list[tuple[str, object]]) -> dict:
+    out = {}
+    for key, value in pairs:
+        if key in out:
+            raise _DuplicateKey(repr(key))
+        out[key] = value
+    return out
+
+
 def load_bundle(path: str | Path, *, verify_hashes: bool = True) -> Bundle:
     """Read and check a bundle folder; raises BundleError with one line naming the problem."""
     root = Path(path).expanduser()
@@ -193,11 +207,14 @@ def load_bundle(path: str | Path, *, verify_hashes: bool = True) -> Bundle:
     if mpath.stat().st_size > MAX_MANIFEST_BYTES:
         _fail(root, f"manifest.json is larger than {MAX_MANIFEST_BYTES} bytes")
     try:
-        m = json.loads(mpath.read_text(encoding="utf-8"))
+        m = json.loads(mpath.read_text(encoding="utf-8"), object_pairs_hook=_unique_keys)
     except (UnicodeDecodeError, json.JSONDecodeError, RecursionError) as e:  # RecursionError: nested too deeply
         _fail(root, f"manifest.json is not valid JSON ({e})")
+    except _DuplicateKey as e:
+        _fail(root, f"manifest.json names {e} twice in one object (which one counts is up to the reader)")
     try:
         spec = parse_manifest(m)
+        check_rules(spec)
     except BundleError as e:
         _fail(root, str(e))
     if "preview" in m:  # optional; a bundle without it simply has no previews
@@ -208,6 +225,7 @@ def load_bundle(path: str | Path, *, verify_hashes: bool = True) -> Bundle:
     comps = m["components"]
     tok_entry = m["tokenizer"]
     stamps: dict[str, list] = {}
+    signatures: dict[str, tuple[list, list]] = {}
     _check_file(root, tok_entry, "tokenizer", verify_hashes, stamps.setdefault("tokenizer", []))
     for i, extra in enumerate(_require(root, m, "files", list, "manifest")):
         _check_file(root, extra, f"files[{i}]", verify_hashes)
@@ -221,12 +239,16 @@ def load_bundle(path: str | Path, *, verify_hashes: bool = True) -> Bundle:
         for j, ext in enumerate(ext_list):
             ext_path = _check_file(root, ext, f"{where} external_data[{j}]", verify_hashes, stamps[name])
             declared[ext_path] = ext["file"]
-        for loc in external_data_locations(full):
+        locations, real_in, real_out = scan_model(full)
+        signatures[name] = (real_in, real_out)
+        for loc in locations:
             # ONNX Runtime resolves locations against the graph's own folder.
             rel = (PurePosixPath(comp["file"]).parent / loc).as_posix()
             target = _inside(root, rel, f"{where} external data")
             if target not in declared:
                 _fail(root, f"{where}: graph names external data {loc!r} that the manifest does not list with a hash")
-        _require(root, comp, "inputs", list, where)
-        _require(root, comp, "outputs", list, where)
+    try:
+        check_graphs(spec, signatures)
+    except BundleError as e:
+        _fail(root, str(e))
     return Bundle(path=root.resolve(), manifest=m, spec=spec, stamps=stamps)

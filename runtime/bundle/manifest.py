@@ -17,6 +17,7 @@ import typing
 from dataclasses import MISSING, dataclass, field, fields
 
 from ..errors import BundleError
+from ..video.constants import MAX_FPS, MIN_FPS
 
 FORMAT_NAME = "kinema-bundle"
 FORMAT_VERSION = 1
@@ -84,7 +85,7 @@ class Latent:
 class VideoRules:
     """What sizes and lengths a bundle's graphs accept, and its defaults."""
 
-    fps: float = field(metadata=_in(1e-9, 240))
+    fps: float = field(metadata=_in(MIN_FPS, MAX_FPS))
     frames: int = field(metadata=_in(1, MAX_FRAMES_LIMIT))
     height: int = field(metadata=_in(1, MAX_SIDE_LIMIT))
     width: int = field(metadata=_in(1, MAX_SIDE_LIMIT))

@@ -24,7 +24,17 @@ def can_condition(bundle, position: str) -> str | None:
     known = cond.known_frames  # None: any position
     if known is not None and position not in known:
         return f"its manifest says the denoiser cannot condition on the {position} latent frames (conditioning.known_frames = {list(known)!r})"
+    if position == "leading" and (n := window_latents(bundle)) <= OVERLAP + END_KNOWN:
+        # each window would add no new frames: a long clip could never be finished
+        return (f"its window of {n} latent frames (video.max_frames = {bundle.video.max_frames}) is not longer than "
+                f"the {OVERLAP + END_KNOWN} latent frames consecutive windows share")
     return None
+
+
+def window_latents(bundle) -> int:
+    """Latent frames in one window of the bundle's longest clip."""
+    v = bundle.video
+    return (v.max_frames - v.frame_offset) // bundle.latent["temporal_compression"] + 1
 
 
 def require(bundle, what: str, positions: tuple[str, ...], encoder: bool) -> None:

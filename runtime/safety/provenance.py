@@ -136,7 +136,12 @@ def local_credentials(create: bool = True) -> Credentials | None:
         ca, chain, key = (p.read_bytes() for p in paths)
     except OSError as e:
         raise InputError(f"cannot read the local signing key in {folder}: {e.strerror or e}") from None
-    return Credentials(chain, key, "es256", "local", anchor_pem=ca)
+    try:  # checked now, not after a whole generation: a damaged file is one line before any work
+        _, alg = _check_pair(chain, key, SIGNER_CERT, SIGNER_KEY)
+    except InputError as e:
+        raise InputError(f"the local signing key in {folder} is unusable ({e}); remove {SIGNER_CERT}, {SIGNER_KEY} and {CA_CERT} "
+                         "there to have a new one made, or pass --sign-cert and --sign-key") from None
+    return Credentials(chain, key, alg, "local", anchor_pem=ca)
 
 
 def _read_pem(path: str | os.PathLike, what: str) -> bytes:
@@ -151,38 +156,44 @@ def _read_pem(path: str | os.PathLike, what: str) -> bytes:
         raise InputError(f"{what} {os.fspath(path)!r}: cannot read it ({e.strerror or e})") from None
 
 
-def user_credentials(cert: str | os.PathLike, key: str | os.PathLike) -> Credentials:
-    """A user's certificate chain and key, checked now (parse, match, dates, a trial signature)."""
+def _check_pair(chain_pem: bytes, key_pem: bytes, cert: str, key: str):
+    """(the first certificate, the C2PA algorithm) of a PEM chain and key that parse and match; InputError naming them."""
     from cryptography import x509
     from cryptography.exceptions import UnsupportedAlgorithm
     from cryptography.hazmat.primitives import serialization
     from cryptography.hazmat.primitives.asymmetric import ec, ed25519
 
-    chain_pem, key_pem = _read_pem(cert, "--sign-cert"), _read_pem(key, "--sign-key")
     try:
         certs = x509.load_pem_x509_certificates(chain_pem)
     except ValueError:
-        raise InputError(f"--sign-cert {os.fspath(cert)!r}: not a PEM certificate chain (-----BEGIN CERTIFICATE-----)") from None
+        raise InputError(f"{cert}: not a PEM certificate chain (-----BEGIN CERTIFICATE-----)") from None
     try:
         private = serialization.load_pem_private_key(key_pem, password=None)
     except TypeError:
-        raise InputError(f"--sign-key {os.fspath(key)!r}: the key is encrypted; give an unencrypted PEM key") from None
+        raise InputError(f"{key}: the key is encrypted; give an unencrypted PEM key") from None
     except (ValueError, UnsupportedAlgorithm):
-        raise InputError(f"--sign-key {os.fspath(key)!r}: not a PEM private key (-----BEGIN PRIVATE KEY-----)") from None
+        raise InputError(f"{key}: not a PEM private key (-----BEGIN PRIVATE KEY-----)") from None
     if isinstance(private, ec.EllipticCurvePrivateKey) and private.curve.name in ("secp256r1", "secp384r1", "secp521r1"):
         alg = {"secp256r1": "es256", "secp384r1": "es384", "secp521r1": "es512"}[private.curve.name]
     elif isinstance(private, ed25519.Ed25519PrivateKey):
         alg = "ed25519"
     else:
-        raise InputError(f"--sign-key {os.fspath(key)!r}: a key of type {type(private).__name__.strip('_').removesuffix('PrivateKey')}; "
+        raise InputError(f"{key}: a key of type {type(private).__name__.strip('_').removesuffix('PrivateKey')}; "
                          "C2PA signing here needs an EC P-256/P-384/P-521 or Ed25519 key")
     raw = serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo
     if certs[0].public_key().public_bytes(*raw) != private.public_key().public_bytes(*raw):
-        raise InputError(f"--sign-key {os.fspath(key)!r} does not match the first certificate in --sign-cert {os.fspath(cert)!r}")
+        raise InputError(f"{key} does not match the first certificate in {cert}")
+    return certs[0], alg
+
+
+def user_credentials(cert: str | os.PathLike, key: str | os.PathLike) -> Credentials:
+    """A user's certificate chain and key, checked now (parse, match, dates, a trial signature)."""
+    chain_pem, key_pem = _read_pem(cert, "--sign-cert"), _read_pem(key, "--sign-key")
+    first, alg = _check_pair(chain_pem, key_pem, f"--sign-cert {os.fspath(cert)!r}", f"--sign-key {os.fspath(key)!r}")
     now = datetime.datetime.now(datetime.timezone.utc)
-    if not certs[0].not_valid_before_utc <= now <= certs[0].not_valid_after_utc:
-        raise InputError(f"--sign-cert {os.fspath(cert)!r}: the certificate is valid from {certs[0].not_valid_before_utc:%Y-%m-%d} "
-                         f"to {certs[0].not_valid_after_utc:%Y-%m-%d}, not now")
+    if not first.not_valid_before_utc <= now <= first.not_valid_after_utc:
+        raise InputError(f"--sign-cert {os.fspath(cert)!r}: the certificate is valid from {first.not_valid_before_utc:%Y-%m-%d} "
+                         f"to {first.not_valid_after_utc:%Y-%m-%d}, not now")
     creds = Credentials(chain_pem, key_pem, alg, "user")
     try:
         _trial_sign(creds)

@@ -16,8 +16,10 @@ normal; `THRESHOLD` was set from scores measured on clips without it
 (benchmarks/watermark_robustness.py). The key is public: anyone can detect the mark, and
 anyone who knows this method can weaken it. It says "made by kinema", not who made it.
 
-It survives what a video usually goes through (H.264 re-encoding, rescaling) because the
-carrier lives at frequencies a codec keeps; it does not survive cropping or heavy blurring.
+It survives what a video usually goes through (H.264 re-encoding, rescaling, a left-right
+flip: the score is the larger of the correlations with the template and with its mirror
+image) because the carrier lives at frequencies a codec keeps; it does not survive cropping
+or heavy blurring.
 """
 
 from __future__ import annotations
@@ -130,10 +132,16 @@ def residual(luma: np.ndarray) -> np.ndarray:
 
 
 def score_residual(r: np.ndarray, key: int = KEY) -> float:
-    """Normalised correlation of a `residual` with the key's template, times sqrt(GRID*GRID)."""
+    """Normalised correlation of a `residual` with the key's template, times sqrt(GRID*GRID).
+
+    The larger of two: against the template and against its mirror image, so a video
+    flipped left to right keeps its mark (every step of detection commutes with the flip).
+    """
     t = _template(key) if key == KEY else _template.__wrapped__(key)  # wrong-key sweeps skip the cache
     denom = np.sqrt((r * r).sum() * (t * t).sum())
-    return 0.0 if denom == 0 else float((r * t).sum() / denom * GRID)
+    if denom == 0:
+        return 0.0
+    return float(max((r * t).sum(), (r * t[:, ::-1]).sum()) / denom * GRID)
 
 
 def score_mean_luma(luma: np.ndarray, key: int = KEY) -> float:

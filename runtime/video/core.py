@@ -45,6 +45,7 @@ from .constants import (  # noqa: F401
     _PNG_DIGITS,
     GIF_MAX_FPS,
     MAX_FPS,
+    MIN_FPS,
     MAX_SIDE,
     SUPPORTED_EXTENSIONS,
     VIEW_MIN_SIDE,
@@ -272,8 +273,8 @@ def _check_frames(frames: object, what: str) -> None:
 
 
 def _check_fps(fps: object) -> None:
-    if isinstance(fps, bool) or not isinstance(fps, numbers.Real) or not (0 < float(fps) <= MAX_FPS):
-        raise InputError(f"fps must be a number in (0, {MAX_FPS:g}], got {fps!r}")
+    if isinstance(fps, bool) or not isinstance(fps, numbers.Real) or not (MIN_FPS <= float(fps) <= MAX_FPS):
+        raise InputError(f"fps must be a number in [{MIN_FPS:g}, {MAX_FPS:g}], got {fps!r}")
 
 
 def _check_metadata(metadata: object) -> None:

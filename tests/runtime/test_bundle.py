@@ -336,8 +336,10 @@ def _graph_with_external(loc: str, data_path: Path | None = None):
     w = numpy_helper.from_array(np.arange(4, dtype=np.float32), "w")
     external_data_helper.set_external_data(w, location=loc, offset=0, length=16)
     w.ClearField("raw_data")
-    y = helper.make_tensor_value_info("y", TensorProto.FLOAT, [4])
-    graph = helper.make_graph([helper.make_node("Identity", ["w"], ["y"])], "g", [], [y], initializer=[w])
+    # the encoder's signature, so that only the external data is at issue
+    x = helper.make_tensor_value_info("frames", TensorProto.FLOAT, ["B", "F", "FH", "FW", 3])
+    y = helper.make_tensor_value_info("latents", TensorProto.FLOAT, ["B", 8, "t", "h", "w"])
+    graph = helper.make_graph([helper.make_node("Identity", ["frames"], ["latents"])], "g", [x], [y], initializer=[w])
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
     if data_path is not None:
         data_path.write_bytes(np.arange(4, dtype=np.float32).tobytes())

@@ -287,6 +287,29 @@ def test_local_key_made_once_in_config_dir(tmp_path, monkeypatch):
     assert ExtendedKeyUsageOID.EMAIL_PROTECTION in eku
 
 
+@pytest.mark.parametrize("damage", ["truncated key", "other key", "garbage chain"])
+def test_a_damaged_local_key_is_one_line_before_any_work(tmp_path, damage):
+    """It used to surface as a C2PA traceback after the whole generation."""
+    config = tmp_path / "config"
+    env = {provenance.CONFIG_ENV: str(config)}
+    subprocess.run([sys.executable, "-c", "from kinema.runtime.safety import provenance; provenance.local_credentials()"],
+                   env=dict(os.environ, **env), check=True)
+    key, chain = config / provenance.SIGNER_KEY, config / provenance.SIGNER_CERT
+    if damage == "truncated key":
+        key.write_bytes(key.read_bytes()[:60])
+    elif damage == "other key":
+        key.write_bytes(ec.generate_private_key(ec.SECP256R1()).private_bytes(
+            serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()))
+    else:
+        chain.write_bytes(b"-----BEGIN CERTIFICATE-----\nAAAA\n-----END CERTIFICATE-----\n")
+    out = tmp_path / "out"
+    out.mkdir()
+    # no bundle at that path: the key is checked before the bundle would be read
+    r = run_cli("generate", "a red ball", "--bundle", tmp_path / "no-bundle", "-o", out / "x.mp4", cwd=out, env=env)
+    one_line_error(r, "kinema generate: error:", f"the local signing key in {config} is unusable")
+    assert list(out.iterdir()) == []
+
+
 def test_failed_signing_leaves_nothing(tmp_path):
     target = tmp_path / "clip.mp4"
     target.write_bytes(b"previous")
