@@ -40,7 +40,7 @@ def _fail(msg: str):
 
 
 def _declared(sigs) -> dict[str, dict]:
-    return {s.name: {"name": s.name, "dtype": s.dtype, "shape": list(s.shape)} for s in sigs}
+    return {s.name: {"dtype": s.dtype, "shape": list(s.shape)} for s in sigs}
 
 
 def _same(where: str, kind: str, declared: dict[str, dict], real: list[dict]) -> None:

@@ -130,32 +130,35 @@ def _text(v) -> str:
     return bytes(v).decode("utf-8", "replace")
 
 
+def _dims(buf) -> list:
+    """A TensorShapeProto's dims: ints, axis names, or None where the graph names neither."""
+    dims = []
+    for f, w, v in _fields(buf):
+        if f == _SHAPE_DIM and w == 2:
+            dim = None
+            for xf, xw, xv in _fields(v):
+                if xf == _DIM_VALUE and xw == 0:
+                    dim = xv
+                elif xf == _DIM_PARAM and xw == 2:
+                    dim = _text(xv)
+            dims.append(dim)
+    return dims
+
+
 def _value_info(buf) -> dict:
-    """{"name", "dtype", "shape"} of one graph input or output; shape entries are ints, axis names or None."""
+    """{"name", "dtype", "shape"} of one graph input or output; shape None when the graph gives no rank."""
     out = {"name": "", "dtype": None, "shape": None}
     for f, w, v in _fields(buf):
         if f == _VALUE_NAME and w == 2:
             out["name"] = _text(v)
         elif f == _VALUE_TYPE and w == 2:
-            for tf, tw, tv in _fields(v):
-                if tf != _TYPE_TENSOR or tw != 2:
-                    continue
+            tensors = [tv for tf, tw, tv in _fields(v) if tf == _TYPE_TENSOR and tw == 2]
+            for tv in tensors:
                 for ef, ew, ev in _fields(tv):
                     if ef == _TENSOR_ELEM_TYPE and ew == 0:
                         out["dtype"] = DTYPES.get(ev, f"onnx type {ev}")
                     elif ef == _TENSOR_SHAPE and ew == 2:
-                        dims = []
-                        for df, dw, dv in _fields(ev):
-                            if df != _SHAPE_DIM or dw != 2:
-                                continue
-                            dim = None
-                            for xf, xw, xv in _fields(dv):
-                                if xf == _DIM_VALUE and xw == 0:
-                                    dim = xv
-                                elif xf == _DIM_PARAM and xw == 2:
-                                    dim = _text(xv)
-                            dims.append(dim)
-                        out["shape"] = dims
+                        out["shape"] = _dims(ev)
     return out
 
 
