@@ -1,18 +1,16 @@
 """The prompt policy: which prompts kinema refuses to turn into video, checked before any graph opens.
 
-A policy is a JSON file of categories (the built-in one is `data/policy.json`). Each
-category lists *terms* that block on their own, *combos* (terms from every group, in order
-within a window of words, or anywhere in the prompt) and *allow* phrases that are harmless
-uses of a listed word ("the naked eye", "chicken breasts"). Matching works on words, not
-substrings, so "skill" is not "kill" and "Scunthorpe" is not a slur; a term matches its
-simple inflections (kill, kills, killed, killing), a term ending in "*" matches any word
-it starts ("decapitat*").
+A policy is a JSON file of categories (the built-in one is `data/policy.json`, in English,
+French, Spanish, German, Italian, Portuguese, Dutch and Polish). Each category lists
+*terms* that block on their own, *rules* (terms from every group, in order within a window
+of words, or anywhere in the prompt; `unless` terms anywhere lift the rule, so "nude" next
+to "statue" passes) and *allow* phrases that are harmless uses of a listed word ("the naked
+eye", "chicken breasts"). Matching works on normalised words (see `words.py`: look-alike
+letters, leetspeak, masks, spaced letters, ages, misspellings), not substrings, so "skill"
+is not "kill" and "Scunthorpe" is not a slur.
 
-Prompts are normalised before matching, against the trivial evasions: Unicode NFKC
-(full-width and mathematical letters), invisible format characters (zero-width spaces
-and joiners, soft hyphens), case, accents, Cyrillic and Greek look-alike letters,
-leetspeak inside words (s3x, p0rn, k1ll, $ex), letters spaced or dotted apart
-("k i l l", "p.o.r.n") and ages written as numbers ("12yo", "12-year-old").
+With `"classifier": true` (the built-in policy) a learned classifier over character n-grams
+(`classifier.py`) also refuses, in the categories the policy enables, what the rules let through.
 
 The category `sexual_minors` (sexual content involving minors) cannot be switched off: a
 replacement policy that leaves it out or disables it still gets the built-in one enforced.
@@ -22,43 +20,20 @@ from __future__ import annotations
 
 import json
 import re
-import unicodedata
 from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
 
 from ..errors import InputError, PolicyError
+from .classifier import default_head
+from .words import MINOR_AGE_TOKEN, known_words, misspelt, term_words, tokens, variants, word_matches
 
 FORMAT_NAME = "kinema-policy"
 FORMAT_VERSION = 1
 REQUIRED_CATEGORY = "sexual_minors"
 MAX_POLICY_BYTES = 1 << 20
 DEFAULT_POLICY_PATH = Path(__file__).resolve().parents[1] / "data" / "policy.json"
-
-# Look-alike letters from other scripts that NFKC leaves alone (Unicode confusables.txt, the common ones).
-_CONFUSABLES = str.maketrans({
-    # Cyrillic
-    "а": "a", "в": "b", "е": "e", "ё": "e", "к": "k", "м": "m", "н": "h", "о": "o", "р": "p", "с": "c",
-    "т": "t", "у": "y", "х": "x", "ѕ": "s", "і": "i", "ї": "i", "ј": "j", "һ": "h", "ԁ": "d", "ԛ": "q",
-    "ԝ": "w", "ɡ": "g", "ӏ": "l", "ь": "b",
-    # Greek
-    "α": "a", "β": "b", "γ": "y", "ε": "e", "η": "n", "ι": "i", "κ": "k", "ν": "v", "ο": "o", "ρ": "p",
-    "τ": "t", "υ": "u", "χ": "x", "ω": "w", "ς": "c", "ϲ": "c", "μ": "u",
-    # Latin variants
-    "ı": "i", "ł": "l", "ø": "o", "đ": "d", "ß": "ss", "æ": "ae", "œ": "oe",
-})
-# Leetspeak: symbols and digits that stand for letters inside a word. "1" reads as i or l.
-_LEET = {"0": "o", "1": "i", "3": "e", "4": "a", "5": "s", "7": "t", "8": "b", "9": "g",
-         "@": "a", "$": "s", "!": "i", "|": "l", "+": "t", "€": "e", "£": "l"}
-_LEET_CHARS = "".join(_LEET)
-_NUMBER_WORDS = {w: i for i, w in enumerate(
-    "zero one two three four five six seven eight nine ten eleven twelve thirteen fourteen "
-    "fifteen sixteen seventeen".split())}
-MINOR_AGE_TOKEN = "<minor-age>"  # what "12yo", "12-year-old", "twelve year old" become
-_AGE = re.compile(r"(?<![\w.])(\d{1,3}|" + "|".join(_NUMBER_WORDS) + r")[\s\-]*(?:yo|y/o|yrs?|years?)(?:[\s\-]*old)?(?!\w)")
-_SENTENCE_END = ".,;:?!\"')]}"
-_INFLECTIONS = ("s", "es", "ed", "d", "ing", "er", "ers", "ings", "'s")
-_UNIT = re.compile(r"\d+[a-z]{1,3}")  # 4k, 3d, 60fps, 1080p: numbers with units are not leetspeak
+APPEAL = "if this prompt is harmless, a policy file of your own can allow it: --policy FILE (docs/safety.md)"
 
 
 @dataclass(frozen=True)
@@ -68,6 +43,7 @@ class Rule:
     groups: tuple[tuple[tuple[str, ...], ...], ...]  # group -> term -> words
     window: int | None = None
     ordered: bool = True
+    unless: tuple[tuple[str, ...], ...] = ()  # terms anywhere in the prompt that lift the rule ("statue" for "nude")
 
 
 @dataclass(frozen=True)
@@ -84,6 +60,7 @@ class Policy:
     categories: tuple[Category, ...]
     source: str
     notes: tuple[str, ...] = ()  # what the loader overrode, e.g. the minors category put back
+    classifier: bool = False  # whether the learned head (classifier.py) also refuses, in the enabled categories
 
 
 @dataclass(frozen=True)
@@ -95,88 +72,48 @@ class Verdict:
     matched: str
 
 
-# ---------------------------------------------------------------------------- normalising
-
-
-def _fold(text: str) -> str:
-    text = unicodedata.normalize("NFKC", text)
-    text = "".join(ch for ch in text if unicodedata.category(ch) != "Cf")  # zero-width, soft hyphen, bidi marks
-    text = text.casefold().translate(_CONFUSABLES)
-    text = unicodedata.normalize("NFKD", text)
-    return "".join(ch for ch in text if not unicodedata.combining(ch))
-
-
-def _ages(text: str) -> str:
-    def repl(m: re.Match) -> str:
-        n = m.group(1)
-        age = _NUMBER_WORDS[n] if n in _NUMBER_WORDS else int(n)
-        return f" {MINOR_AGE_TOKEN} " if age < 18 else " adult "
-    return _AGE.sub(repl, text)
-
-
-def _word(raw: str, one: str) -> list[str]:
-    """Words of one whitespace-separated chunk: leetspeak read as letters, punctuation splits or joins."""
-    raw = raw.strip(_SENTENCE_END) or raw
-    if raw == MINOR_AGE_TOKEN:
-        return [raw]
-    if not _UNIT.fullmatch(raw) and any(c.isalpha() for c in raw):
-        raw = "".join((one if c == "1" else _LEET[c]) if c in _LEET else c for c in raw)
-    parts = [p for p in re.split(r"[^a-z0-9]+", raw) if p]
-    return parts  # "p.o.r.n" gives single letters, joined by tokens()
-
-
-def tokens(text: str, one: str = "i") -> tuple[list[str], set[int]]:
-    """The prompt as normalised words, and the indices of words joined from 3+ spaced letters ("k i l l")."""
-    words = [w for chunk in _ages(_fold(text)).split() for w in _word(chunk, one)]
-    out: list[str] = []
-    joined: set[int] = set()
-    i = 0
-    while i < len(words):
-        j = i
-        while j < len(words) and len(words[j]) == 1 and words[j].isalpha():
-            j += 1
-        if j - i >= 3:
-            joined.add(len(out))
-            out.append("".join(words[i:j]))
-            i = j
-        else:
-            out.append(words[i])
-            i += 1
-    return out, joined
-
-
-def _variants(text: str) -> list[tuple[list[str], set[int]]]:
-    a, b = tokens(text, "i"), tokens(text, "l")
-    return [a] if a == b else [a, b]
-
-
 # ---------------------------------------------------------------------------- matching
 
 
-def _term_words(term: str) -> tuple[str, ...]:
-    words = []
-    for w in _fold(term).split():
-        star = w.endswith("*")
-        w = re.sub(r"[^a-z0-9<>\-]", "", w)
-        words.append(w + ("*" if star else ""))
-    return tuple(words)
+def _policy_words(policy: "Policy") -> dict[str, list[str]]:
+    """Every word the policy's rules use, by first letter."""
+    out: dict[str, set[str]] = {}
+    for cat in policy.categories:
+        for rule in cat.rules:
+            for group in rule.groups + (rule.unless,):
+                for term in group:
+                    for w in term:
+                        out.setdefault(w[:1], set()).add(w)
+    return {k: sorted(v) for k, v in out.items()}
 
 
-def _word_matches(pattern: str, word: str) -> bool:
-    if pattern.endswith("*"):
-        return word.startswith(pattern[:-1])
-    if word == pattern:
-        return True
-    if word.startswith(pattern):
-        rest = word[len(pattern):]
-        # short words take only a plural, so "her" is not "herd"
-        if rest in (_INFLECTIONS if len(pattern) > 3 else ("s", "es", "'s")) or (rest[:1] == pattern[-1:] and rest[1:] in ("ing", "ed", "er", "ers")):
-            return True
-    if pattern.endswith("e") and word.startswith(pattern[:-1]) and word[len(pattern) - 1:] in ("ing", "ings"):
-        return True
-    if pattern.endswith("y") and word == pattern[:-1] + "ies":
-        return True
-    return False
+_INDEXES: dict[int, tuple["Policy", dict[str, list[str]], frozenset[str]]] = {}
+
+
+def _index(policy: "Policy") -> tuple[dict[str, list[str]], frozenset[str]]:
+    """The policy's words by first letter, and the words never read as misspellings; built once per policy."""
+    got = _INDEXES.get(id(policy))
+    if got is None or got[0] is not policy:  # keyed by identity: hashing a whole policy costs more than matching
+        if len(_INDEXES) > 8:
+            _INDEXES.clear()
+        allowed = frozenset(w for c in policy.categories for phrase in c.allow for w in phrase)
+        got = _INDEXES[id(policy)] = (policy, _policy_words(policy), known_words() | allowed)
+    return got[1], got[2]
+
+
+def _matched(words: list[str], policy: "Policy") -> list[frozenset[str]]:
+    """Per prompt word, the policy words it matches (itself, an inflection, a prefix, or a misspelling)."""
+    by_letter, known = _index(policy)
+    cache: dict[str, frozenset[str]] = {}
+    for w in words:
+        if w in cache:
+            continue
+        pool = [p for ps in by_letter.values() for p in ps] if w.startswith("?") else by_letter.get(w[:1], [])
+        hits = {p for p in pool if word_matches(p, w)}
+        if not hits and len(w) >= 4 and w not in known:
+            hits = {p for p in pool if misspelt(p, w)}
+        cache[w] = frozenset(hits)
+    return [cache[w] for w in words]
 
 
 def _spaced_matches(pattern: str, word: str) -> bool:
@@ -184,30 +121,42 @@ def _spaced_matches(pattern: str, word: str) -> bool:
     return len(word) > len(pattern.rstrip("*")) >= 3 and pattern.rstrip("*") in word
 
 
-def _find(term: tuple[str, ...], words: list[str], joined: set[int]) -> list[int]:
-    """Start indices where the term's words match consecutive words."""
-    hits = []
-    n = len(term)
-    for i in range(len(words) - n + 1):
-        if all(_word_matches(t, words[i + k]) or (n == 1 and i in joined and _spaced_matches(t, words[i]))
-               for k, t in enumerate(term)):
-            hits.append(i)
+class _Hits:
+    """Per prompt word, the policy words it matches, and each policy word's positions."""
+
+    def __init__(self, words: list[str], hits: list[frozenset[str]], joined: set[int]):
+        self.words, self.hits, self.joined = words, hits, joined
+        self.at: dict[str, list[int]] = {}
+        for i, h in enumerate(hits):
+            for p in h:
+                self.at.setdefault(p, []).append(i)
+
+    def find(self, term: tuple[str, ...]) -> list[int]:
+        """Start indices where the term's words match consecutive words."""
+        n, hits = len(term), self.hits
+        found = [i for i in self.at.get(term[0], ()) if i + n <= len(hits) and all(term[k] in hits[i + k] for k in range(1, n))]
+        if n == 1 and self.joined:
+            found += [i for i in sorted(self.joined) if i not in found and _spaced_matches(term[0], self.words[i])]
+        return found
+
+
+def _mask_allowed(words: list[str], hits: list[frozenset[str]], allow: tuple[tuple[str, ...], ...]) -> list[frozenset[str]]:
+    """The hits with the words of every allowed phrase taken out."""
+    hits = list(hits)
+    for phrase in allow:
+        for i in [i for i in range(len(words) - len(phrase) + 1) if all(word_matches(t, words[i + k]) for k, t in enumerate(phrase))]:
+            for k in range(len(phrase)):
+                hits[i + k] = frozenset()
     return hits
 
 
-def _mask_allowed(words: list[str], allow: tuple[tuple[str, ...], ...]) -> list[str]:
-    words = list(words)
-    for phrase in allow:
-        for i in _find(phrase, words, set()):
-            for k in range(len(phrase)):
-                words[i + k] = "\x00"
-    return words
-
-
-def _rule_match(rule: Rule, words: list[str], joined: set[int]) -> str | None:
+def _rule_match(rule: Rule, found_in: _Hits) -> str | None:
+    if any(found_in.find(t) for t in rule.unless):
+        return None
+    words = found_in.words
     hits = []  # per group: [(start, end, text)]
     for group in rule.groups:
-        found = [(i, i + len(t), " ".join(words[i:i + len(t)])) for t in group for i in _find(t, words, joined)]
+        found = [(i, i + len(t), " ".join(words[i:i + len(t)])) for t in group for i in found_in.find(t)]
         if not found:
             return None
         hits.append(sorted(found))
@@ -233,16 +182,24 @@ def _rule_match(rule: Rule, words: list[str], joined: set[int]) -> str | None:
 def classify(prompt: str, policy: Policy | None = None) -> Verdict | None:
     """The first category the prompt falls in, or None when the policy allows it."""
     policy = default_policy() if policy is None else policy
-    for words, joined in _variants(prompt):
+    for words, joined in variants(prompt):
+        matched = _matched(words, policy)
         for cat in policy.categories:
             if not cat.enabled:
                 continue
-            masked = _mask_allowed(words, cat.allow)
+            found_in = _Hits(words, _mask_allowed(words, matched, cat.allow), joined)
             for rule in cat.rules:
-                m = _rule_match(rule, masked, joined)
+                m = _rule_match(rule, found_in)
                 if m:
                     return Verdict(cat.id, cat.name, m)
-    return None
+    return _learned(prompt, policy) if policy.classifier else None
+
+
+def _learned(prompt: str, policy: Policy) -> Verdict | None:
+    head = default_head()
+    v = head.verdict(prompt) if head is not None else None
+    cat = next((c for c in policy.categories if v and c.id == v[0] and c.enabled), None)
+    return Verdict(cat.id, cat.name, f"classifier, p = {v[1]:.2f}") if cat else None
 
 
 def check_prompt(prompt: str, policy: Policy | None = None) -> None:
@@ -251,7 +208,7 @@ def check_prompt(prompt: str, policy: Policy | None = None) -> None:
     if v is not None:
         raise PolicyError(
             f"prompt refused by the content policy: {v.name} (matched {v.matched!r}); "
-            f"kinema does not generate this"
+            f"kinema does not generate this; {APPEAL}"
         )
 
 
@@ -270,12 +227,12 @@ def _strings(value, source: str, where: str) -> list[str]:
 
 def _parse_rule(r, source: str, where: str) -> Rule:
     if isinstance(r, str):
-        return Rule(groups=((_term_words(r),),))
-    if not isinstance(r, dict) or set(r) - {"all", "window", "ordered"} or "all" not in r:
-        raise _fail(source, f"{where} must be a term or an object with keys all, window, ordered")
+        return Rule(groups=((term_words(r),),))
+    if not isinstance(r, dict) or set(r) - {"all", "window", "ordered", "unless"} or "all" not in r:
+        raise _fail(source, f"{where} must be a term or an object with keys all, window, ordered, unless")
     groups = r["all"]
-    if not isinstance(groups, list) or len(groups) < 2:
-        raise _fail(source, f"{where}.all must be a list of at least two term lists")
+    if not isinstance(groups, list) or not groups:
+        raise _fail(source, f"{where}.all must be a list of one or more term lists")
     window = r.get("window")
     if window is not None and (isinstance(window, bool) or not isinstance(window, int) or window < 2):
         raise _fail(source, f"{where}.window must be a whole number >= 2 or null (anywhere in the prompt)")
@@ -283,9 +240,10 @@ def _parse_rule(r, source: str, where: str) -> Rule:
     if not isinstance(ordered, bool):
         raise _fail(source, f"{where}.ordered must be true or false")
     return Rule(
-        groups=tuple(tuple(_term_words(t) for t in _strings(g, source, f"{where}.all[{i}]")) for i, g in enumerate(groups)),
+        groups=tuple(tuple(term_words(t) for t in _strings(g, source, f"{where}.all[{i}]")) for i, g in enumerate(groups)),
         window=window,
         ordered=ordered,
+        unless=tuple(term_words(t) for t in _strings(r.get("unless", []), source, f"{where}.unless")),
     )
 
 
@@ -298,6 +256,12 @@ def parse_policy(data, source: str) -> Policy:
     cats = data.get("categories")
     if not isinstance(cats, list):
         raise _fail(source, "categories must be a list")
+    unknown = set(data) - {"format", "version", "description", "categories", "classifier"}
+    if unknown:
+        raise _fail(source, f"unknown key(s) {', '.join(sorted(unknown))}")
+    classifier = data.get("classifier", False)
+    if not isinstance(classifier, bool):
+        raise _fail(source, "classifier must be true or false (whether the built-in learned classifier also refuses)")
     out, seen = [], set()
     for i, c in enumerate(cats):
         where = f"categories[{i}]"
@@ -320,9 +284,9 @@ def parse_policy(data, source: str) -> Policy:
         if not isinstance(raw_rules, list):
             raise _fail(source, f"{where}.rules must be a list")
         rules += [_parse_rule(r, source, f"{where}.rules[{j}]") for j, r in enumerate(raw_rules)]
-        allow = tuple(_term_words(a) for a in _strings(c.get("allow", []), source, f"{where}.allow"))
+        allow = tuple(term_words(a) for a in _strings(c.get("allow", []), source, f"{where}.allow"))
         out.append(Category(cid, name, enabled, tuple(rules), allow))
-    return Policy(tuple(out), source)
+    return Policy(tuple(out), source, classifier=classifier)
 
 
 def _read(path: Path) -> Policy:
@@ -357,8 +321,8 @@ def load_policy(path: str | Path | None = None) -> Policy:
         # The user's version may add terms; the built-in rules still apply on top.
         merged = Category(own.id, own.name, True, own.rules + required.rules, own.allow)
         cats = tuple(merged if c is own else c for c in policy.categories)
-        return Policy(cats, policy.source)
+        return Policy(cats, policy.source, classifier=policy.classifier)
     why = "disables" if own is not None else "leaves out"
     cats = tuple(c for c in policy.categories if c.id != REQUIRED_CATEGORY) + (required,)
     note = f"policy {path} {why} the '{required.name}' category; kinema enforces it anyway"
-    return Policy(cats, policy.source, (note,))
+    return Policy(cats, policy.source, (note,), policy.classifier)
