@@ -3,7 +3,7 @@
 Word lists miss what they do not list: a stem in an unlisted inflection, a compound, a new
 misspelling. Character n-grams (3 to 5 letters, inside word boundaries) of the normalised
 words share pieces with what the classifier was trained on, in any language written in
-Latin letters. The weights (`data/policy_head.npz`, trained by `kinema.models.policy_head`
+Latin letters. The weights (`data/policy_head.npz`, trained by `train_head.py`
 on the development prompt set) score each category; a prompt is refused when the chance that
 it is benign falls below the threshold stored with the weights. NumPy only, well under a
 millisecond a prompt.

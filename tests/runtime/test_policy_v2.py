@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from kinema.models import policy_head as PH
+from kinema.runtime.safety import train_head as PH
 from kinema.runtime.safety import classifier as C
 from kinema.runtime.safety import policy as P
 from kinema.runtime.errors import InputError, PolicyError

@@ -1,6 +1,6 @@
 """Train the prompt policy's classifier head on the development prompt sets (never the held-out one).
 
-    python -m kinema.models.policy_head [--check]
+    python -m kinema.runtime.safety.train_head [--check]
 
 Softmax regression over the hashed character n-grams of `runtime/safety/classifier.py`,
 fitted by full-batch gradient descent with L2 weight decay (NumPy only). The refusal
@@ -18,9 +18,9 @@ from pathlib import Path
 
 import numpy as np
 
-from kinema.runtime.safety.classifier import BENIGN, DIM, HEAD_PATH, Head, features
+from .classifier import BENIGN, DIM, HEAD_PATH, Head, features
 
-DATA = Path(__file__).resolve().parents[1] / "tests" / "runtime" / "data"
+DATA = Path(__file__).resolve().parents[2] / "tests" / "runtime" / "data"  # a checkout's prompt sets
 # The first multilingual held-out set was measured once, then became development data.
 TRAIN_SETS = (DATA / "policy_v2_dev.jsonl", DATA / "policy_v2_heldout_a.jsonl", DATA / "policy_prompts.jsonl")
 CLASSES = [BENIGN, "violence", "sexual", "sexual_minors", "hate"]
@@ -75,7 +75,7 @@ def pick_threshold(p_bad: np.ndarray, benign: np.ndarray) -> float:
 
 
 def main(argv=None):
-    ap = argparse.ArgumentParser(prog="python -m kinema.models.policy_head", description=__doc__.splitlines()[0])
+    ap = argparse.ArgumentParser(prog="python -m kinema.runtime.safety.train_head", description=__doc__.splitlines()[0])
     ap.add_argument("--check", action="store_true", help="print the cross-validated figures, write nothing")
     args = ap.parse_args(argv)
     rows = load_rows()
