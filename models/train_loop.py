@@ -96,15 +96,17 @@ def run_loop(
     log_every: int = 50,
     save_every: float = 120.0,
     after_step: Callable[[int], None] | None = None,
+    clock: Callable[[], float] = time.time,
 ) -> tuple[int, bool]:
     """Optimiser steps from `step` to `total`; returns (the step reached, whether the time limit stopped it).
 
     `batch_loss` draws a batch (from the stage's rng) and returns its loss; `after_step`
     runs after each optimiser step with the step's index (the DiT's EMA). `save(step)` is
     called every `save_every` seconds and once at the end, also when the time runs out, so
-    a stopped run resumes where it stopped.
+    a stopped run resumes where it stopped. `clock` measures the budget (wall clock; a study
+    passes `time.process_time` to budget CPU time on a shared machine).
     """
-    start = last_save = time.time()
+    start = last_save = clock()
     while step < total:
         lr = lr_of(step)
         for g in opt.param_groups:
@@ -117,13 +119,13 @@ def run_loop(
         if after_step is not None:
             after_step(step)
         step += 1
-        log.add(step, loss.item(), lr, time.time() - start)
+        log.add(step, loss.item(), lr, clock() - start)
         if step % log_every == 0:
-            print(f"{name} step {step}/{total} loss {loss.item():.4f} lr {lr:.2e} {time.time() - start:.0f}s", flush=True)
-        if time.time() - last_save > save_every:
+            print(f"{name} step {step}/{total} loss {loss.item():.4f} lr {lr:.2e} {clock() - start:.0f}s", flush=True)
+        if clock() - last_save > save_every:
             save(step)
-            last_save = time.time()
-        if (time.time() - start) / 60 > max_minutes:
+            last_save = clock()
+        if (clock() - start) / 60 > max_minutes:
             save(step)
             return step, True
     save(step)
