@@ -269,7 +269,7 @@ def export_wan_modules(
             "family": "wan",
             "name": name,
             "components": comps,
-            "tokenizer": {"source": tok_path, "max_length": int(max_length), "pad_id": pad_id},
+            "tokenizer": {"source": tok_path, "max_length": int(max_length), "pad_id": pad_id, "clean": "unescape-whitespace"},
             "text_encoder": {"model": "umt5", "dim": int(text_encoder.config.d_model)},
             "latent": {"channels": z, "temporal_compression": temporal, "spatial_compression": spatial, "normalised": True},
             "video": {

@@ -71,6 +71,7 @@ class Tokenizer:
     sha256: str
     max_length: int = field(metadata=_in(1, MAX_TOKENS_LIMIT))
     pad_id: int = field(metadata=_in(0, 1 << 31))
+    clean: str = field(default="none", metadata=_one_of("none", "unescape-whitespace"))  # engine/prompt_text.py
 
 
 @dataclass(frozen=True)

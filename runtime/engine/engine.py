@@ -22,6 +22,7 @@ from ..sampling import accel as accel_mod
 from ..sampling import prediction, samplers, schedules
 from ..sampling.guidance import hold_known
 from .decode import StreamingDecoder
+from .prompt_text import clean_prompt
 from .progress import Progress
 from .sessions import check_provider, check_threads, open_session
 
@@ -87,7 +88,8 @@ class Engine:
 
     def encode_text(self, prompts: list[str]) -> tuple[np.ndarray, np.ndarray]:
         """Token states (N, L, D) float32 and mask (N, L) int64 for a list of prompts."""
-        enc = self.tokenizer().encode_batch(prompts)
+        cleaning = self.bundle.spec.tokenizer.clean
+        enc = self.tokenizer().encode_batch([clean_prompt(p, cleaning) for p in prompts])
         ids = np.array([e.ids for e in enc], dtype=np.int64)
         mask = np.array([e.attention_mask for e in enc], dtype=np.int64)
         (embeds,) = self.session("text_encoder").run(["text_embeds"], {"input_ids": ids, "attention_mask": mask})

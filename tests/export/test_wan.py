@@ -236,6 +236,24 @@ def test_manifest_records_wan_rules_and_dynamic_axes(wan_export):
 
 
 @pytest.mark.slow
+def test_prompts_are_cleaned_as_the_wan_pipeline_cleans_them(wan_export, reference):
+    """Messy prompts (entities, runs of whitespace) give WanPipeline's own prompt embeddings."""
+    from kinema.runtime.engine.prompt_text import clean_prompt
+
+    pipe = Pipeline.from_bundle(wan_export[1])
+    assert pipe.bundle.spec.tokenizer.clean == "unescape-whitespace"
+    words = WORDS[:4]
+    prompts = [f"  {words[0]}\n\t{words[1]}   {words[2]}  ", f"{words[0]} &amp;amp; {words[3]}", " ".join(words)]
+    assert clean_prompt(prompts[0], "unescape-whitespace") == " ".join(words[:3])
+    ours, mask = pipe.encode_text(prompts)
+    with torch.no_grad():
+        ref = reference._get_t5_prompt_embeds(prompts, max_sequence_length=ours.shape[1], device="cpu", dtype=torch.float32)
+    assert np.abs(ours * mask[..., None] - ref.numpy()).max() < 1e-4
+    tok = pipe.tokenizer()
+    assert tok.encode(prompts[1]).ids != tok.encode(clean_prompt(prompts[1], "unescape-whitespace")).ids  # cleaning changes the tokens
+
+
+@pytest.mark.slow
 @pytest.mark.parametrize("batch,length,n_real", [(1, 512, 9), (3, 7, 4)])
 def test_text_encoder_matches_umt5(wan_export, reference, batch, length, n_real):
     pipe = Pipeline.from_bundle(wan_export[1])
