@@ -15,6 +15,7 @@ import torch
 from kinema.models import shapes_world as world
 from kinema.models.text_encoder import TextEncoder, encode_captions, load_tokenizer
 from kinema.models.tiny_vae import TinyVAE, VAEConfig
+from kinema.models.train_loop import train_autocast
 from kinema.models.weights import VAE_WEIGHTS, load_weights
 
 # (frames, height, width) -> share of training samples. Mostly the default clip; other
@@ -61,7 +62,7 @@ def build_dataset(out: Path, cfg):
         lat, caps = [], []
         for i in range(0, n, 64):
             video, specs = render_batch(rng, min(64, n - i), *key)
-            with torch.autocast("cpu", dtype=torch.bfloat16):
+            with train_autocast():
                 mean, _ = vae.encode_moments(video)
             lat.append(vae._norm(mean.float()).half())
             for s in specs:

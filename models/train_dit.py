@@ -15,7 +15,7 @@ import torch
 
 from kinema.models.tiny_dit import DIT_SIZES, TinyDiT
 from kinema.models.train_data import BUCKETS, build_dataset
-from kinema.models.train_loop import LossLog, load_checkpoint, lr_at, plot_loss, run_loop, save_checkpoint
+from kinema.models.train_loop import LossLog, load_checkpoint, lr_at, plot_loss, run_loop, save_checkpoint, train_autocast
 from kinema.models.weights import DIT_WEIGHTS, load_weights, save_weights
 
 
@@ -120,7 +120,7 @@ def _batch_loss(dit: TinyDiT, data: dict, rng: np.random.Generator, cfg: DiTTrai
         cmask = first_known_mask(rng, b, t)
     else:
         cmask = random_cond_mask(rng, b, t, cfg.cond_prob)
-    with torch.autocast("cpu", dtype=torch.bfloat16):
+    with train_autocast():
         pred = dit(xt, sigma, text, tmask, x0, cmask)
     # Known frames are given, not predicted: the loss covers the unknown ones only.
     free = (1 - cmask).expand_as(x0)

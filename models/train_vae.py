@@ -14,7 +14,7 @@ import torch
 
 from kinema.models.tiny_vae import TinyVAE, VAEConfig
 from kinema.models.train_data import pick_bucket, render_batch
-from kinema.models.train_loop import LossLog, load_checkpoint, lr_at, plot_loss, run_loop, save_checkpoint
+from kinema.models.train_loop import LossLog, load_checkpoint, lr_at, plot_loss, run_loop, save_checkpoint, train_autocast
 from kinema.models.weights import VAE_WEIGHTS, load_weights, save_weights
 
 
@@ -83,7 +83,7 @@ def train_vae(out: Path, cfg: VAETrainConfig, max_minutes: float):
 
     def batch_loss():
         video = _clips(rng, cfg.batch)
-        with torch.autocast("cpu", dtype=torch.bfloat16):
+        with train_autocast():
             recon, kl = vae(video)
         return recon_loss(recon.float(), video, cfg) + vae.cfg.kl_weight * kl.float()
 
@@ -136,7 +136,7 @@ def tune_decoder(out: Path, cfg: VAETrainConfig, max_minutes: float):
         video = _clips(rng, cfg.batch)
         with torch.no_grad():
             z, _ = vae.encode_moments(video)  # the DiT generates (normalised) encoder means
-        with torch.autocast("cpu", dtype=torch.bfloat16):
+        with train_autocast():
             recon, _ = vae.decoder(z)
         return recon_loss(recon.float(), video, cfg)
 

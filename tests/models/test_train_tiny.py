@@ -53,3 +53,17 @@ def test_temporal_loss_sees_jumps_between_frames_not_offsets():
     base = tt.recon_loss(jump, video, plain)
     assert torch.isclose(base, torch.tensor((0.1**2 + 0.1) * 3 / 5))
     assert torch.isclose(tt.recon_loss(jump, video, timed), base + 3.0 * 0.1 / 4)
+
+
+def test_training_numerics_follow_the_cpu_or_the_override(monkeypatch):
+    from kinema.models import train_loop
+
+    flags = next((ln for ln in open("/proc/cpuinfo") if ln.startswith("flags")), "").split()
+    monkeypatch.delenv("KINEMA_TRAIN_BF16", raising=False)
+    assert train_loop.bf16_is_fast() == ("avx512_bf16" in flags or "amx_bf16" in flags)
+    for value, fast in (("1", True), ("0", False)):
+        monkeypatch.setenv("KINEMA_TRAIN_BF16", value)
+        assert train_loop.bf16_is_fast() is fast
+        with train_loop.train_autocast():
+            y = torch.ones(4, 4) @ torch.ones(4, 4)
+        assert y.dtype == (torch.bfloat16 if fast else torch.float32)
