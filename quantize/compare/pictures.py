@@ -63,7 +63,8 @@ def plots(report: dict, out: Path) -> list[str]:
     axes[0].set_ylabel("video PSNR vs reference (dB)")
     for ax in axes:
         ax.grid(alpha=0.3)
-        ax.legend(fontsize=7)
+        if ax.get_legend_handles_labels()[0]:  # --no-cost leaves the time axis without a reference line
+            ax.legend(fontsize=7)
     fig.suptitle("what each bundle buys (x) for what it costs in accuracy (y)", fontsize=10)
     fig.tight_layout()
     fig.savefig(out / "size_latency_vs_psnr.png", dpi=100)
