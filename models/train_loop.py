@@ -11,6 +11,7 @@ import math
 import os
 import time
 from collections.abc import Callable
+from functools import lru_cache
 from pathlib import Path
 
 import numpy as np
@@ -27,8 +28,15 @@ def bf16_is_fast() -> bool:
     forced = os.environ.get("KINEMA_TRAIN_BF16")
     if forced in ("0", "1"):
         return forced == "1"
+    return _cpu_has_bf16()
+
+
+@lru_cache(maxsize=1)
+def _cpu_has_bf16() -> bool:
+    """Read once: the stages ask at every step."""
     try:
-        flags = next((ln for ln in open("/proc/cpuinfo") if ln.startswith("flags")), "").split()
+        with open("/proc/cpuinfo") as f:
+            flags = next((ln for ln in f if ln.startswith("flags")), "").split()
     except OSError:
         return False
     return "avx512_bf16" in flags or "amx_bf16" in flags
