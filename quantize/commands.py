@@ -68,7 +68,7 @@ def run_compare(args) -> int:
         settings = CompareSettings.default(ref, args.limit or 8, **common)  # prompts from its manifest
     check_comparable(ref, others, settings)  # family, latent geometry and shape, settings: before any graph runs
     report, videos = compare_bundles(args.reference, args.others, settings, threads=args.threads, cost=not args.no_cost,
-                                     progress=_say(args.quiet), fan_out=fan_out(args))
+                                     progress=_say(args.quiet), fan_out=fan_out(args), sensitivity=False if args.sensitivity is None else (args.sensitivity or True))
     out = write_report(report, videos, args.output, overwrite=args.overwrite)
     print(markdown_table(report), end="")
     _say(args.quiet)(f"wrote {out / 'index.html'}")

@@ -70,6 +70,43 @@ def plots(report: dict, out: Path) -> list[str]:
     fig.savefig(out / "size_latency_vs_psnr.png", dpi=100)
     plt.close(fig)
     written.append("size_latency_vs_psnr.png")
+    return written + sensitivity_charts(report, out)
+
+
+def sensitivity_charts(report: dict, out: Path) -> list[str]:
+    """One bar chart per quantized bundle and graph: each group's SQNR with only it quantized, and with only it kept float."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    written = []
+    for k, e in enumerate(report["bundles"]):
+        for comp, sens in e.get("sensitivity", {}).items():
+            rows = sens["groups"]
+            if not rows:
+                continue
+            names = [r["group"] for r in rows]
+            y = np.arange(len(rows))
+            fig, ax = plt.subplots(figsize=(10, 1.4 + 0.28 * len(rows)))
+            oq = [np.nan if r["only_quantized_sqnr_db"] is None else r["only_quantized_sqnr_db"] for r in rows]
+            of = [np.nan if r["only_float_sqnr_db"] is None else r["only_float_sqnr_db"] for r in rows]
+            ax.barh(y - 0.2, oq, height=0.4, color="tab:red", label="only this group quantized")
+            ax.barh(y + 0.2, of, height=0.4, color="tab:blue", label="only this group kept float")
+            whole = [v for v in e["components"].get(comp, {}).get("sqnr_db", {}).values() if v is not None]
+            if whole:
+                ax.axvline(min(whole), color="black", ls="--", lw=1, label=f"whole recipe ({min(whole):.1f} dB)")
+            ax.set_yticks(y, names, fontsize=7)
+            ax.invert_yaxis()  # most sensitive (lowest SQNR quantized alone) on top
+            ax.set_xlabel(f"{comp} output SQNR vs reference (dB, worst output; higher is better)")
+            ax.set_title(f"{e['label']}: {comp} ({sens['precision']}), per-group sensitivity", fontsize=9)
+            ax.grid(alpha=0.3, axis="x")
+            ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1.0))
+            fig.tight_layout()
+            name = f"sensitivity_{k}_{comp}.png"
+            fig.savefig(out / name, dpi=100)
+            plt.close(fig)
+            written.append(name)
     return written
 
 
@@ -130,4 +167,4 @@ def contact_sheet(videos: dict[str, list[np.ndarray]], prompts: Sequence[str], s
     return np.concatenate(parts, axis=0)
 
 
-__all__ = ["contact_sheet", "pictures_available", "plots", "video_grid"]
+__all__ = ["contact_sheet", "pictures_available", "plots", "sensitivity_charts", "video_grid"]

@@ -55,20 +55,47 @@ def markdown_table(report: dict) -> str:
     return "\n".join(lines) + "\n"
 
 
-def _html(report: dict, table_md: str, plots: list[str], sheet: str | None, grid: list[str], note: str | None) -> str:
-    def md_to_html(md: str) -> str:
-        rows = [r.strip().strip("|").split("|") for r in md.strip().splitlines() if not r.startswith("|---")]
-        head = "".join(f"<th>{html.escape(c.strip())}</th>" for c in rows[0])
-        body = "".join("<tr>" + "".join(f"<td>{html.escape(c.strip())}</td>" for c in r) + "</tr>" for r in rows[1:])
-        return f"<table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>"
+def sensitivity_markdown(report: dict) -> str:
+    """Per quantized bundle and graph, its groups sorted most sensitive first; empty when none was measured."""
+    parts = []
+    for e in report["bundles"]:
+        for comp, sens in e.get("sensitivity", {}).items():
+            parts.append(f"### {e['label']}: {comp} ({sens['precision']}, {sens['inputs']} recorded graph inputs)\n\n")
+            parts.append("| group | nodes | SQNR dB, only this group quantized | SQNR dB, only this group kept float |\n|---|---|---|---|\n")
+            for r in sens["groups"]:
+                parts.append(f"| {r['group']} | {r['nodes']} | {_fmt(r['only_quantized_sqnr_db'], '.1f', '-')} | {_fmt(r['only_float_sqnr_db'], '.1f', '-')} |\n")
+            parts.append("\n")
+    return "".join(parts)
 
+
+def _md_to_html(md: str) -> str:
+    rows = [r.strip().strip("|").split("|") for r in md.strip().splitlines() if not r.startswith("|---")]
+    head = "".join(f"<th>{html.escape(c.strip())}</th>" for c in rows[0])
+    body = "".join("<tr>" + "".join(f"<td>{html.escape(c.strip())}</td>" for c in r) + "</tr>" for r in rows[1:])
+    return f"<table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>"
+
+
+def _sensitivity_html(report: dict, plots: list[str]) -> str:
+    parts = []
+    for k, e in enumerate(report["bundles"]):
+        for comp, sens in e.get("sensitivity", {}).items():
+            md = sensitivity_markdown({"bundles": [{**e, "sensitivity": {comp: sens}}]})
+            title, _, table = md.partition("\n\n")
+            chart = f"sensitivity_{k}_{comp}.png"
+            img = f'<img src="{chart}" alt="{html.escape(e["label"])} {comp} sensitivity">' if chart in plots else ""
+            parts.append(f'<section class="sensitivity" data-bundle="{html.escape(e["label"])}" data-graph="{comp}"><h3>{html.escape(title.lstrip("# "))}</h3>{img}{_md_to_html(table)}</section>')
+    return "".join(parts)
+
+
+def _html(report: dict, table_md: str, plots: list[str], sheet: str | None, grid: list[str], note: str | None) -> str:
     s = report["settings"]
     comp_rows = []
     for e in report["bundles"][1:]:  # the reference against itself is identical everywhere
         for c, v in e["components"].items():
             sq = ", ".join(f"{k} {_fmt(x, '.1f')}" for k, x in v["sqnr_db"].items())
             comp_rows.append(f"<tr><td>{html.escape(e['label'])}</td><td>{c}</td><td>{v['precision']}</td><td>{v['inputs']}</td><td>{html.escape(sq)}</td></tr>")
-    figs = "".join(f'<figure><img src="{p}" alt="{p}"><figcaption>{p}</figcaption></figure>' for p in plots)
+    figs = "".join(f'<figure><img src="{p}" alt="{p}"><figcaption>{p}</figcaption></figure>' for p in plots if not p.startswith("sensitivity_"))
+    sens = _sensitivity_html(report, plots)
     vids = "".join(f'<source src="{g}" type="video/{g.rsplit(".", 1)[1]}">' for g in grid)
     defs = "".join(f"<li><b>{html.escape(k)}</b>: {html.escape(v)}</li>" for k, v in report["definitions"].items())
     return f"""<!doctype html>
@@ -81,8 +108,9 @@ figure{{display:inline-block;margin:6px}}img{{max-width:100%}}</style></head><bo
 {s['frames']} frames {s['width']}x{s['height']}, {s['steps']} {s['sampler']} steps, guidance {s['guidance']:g};
 per-step and per-graph figures over the first {s['detail_prompts']} prompt(s). Same prompts, seeds and initial noise for every bundle.</p>
 {f'<p><b>{html.escape(note)}</b></p>' if note else ''}
-<h2>Summary</h2>{md_to_html(table_md)}
+<h2>Summary</h2>{_md_to_html(table_md)}
 <h2>Plots</h2>{figs or '<p>(no plots)</p>'}
+{f'<h2>Per-group sensitivity</h2>{sens}' if sens else ''}
 <h2>Contact sheet</h2>{f'<img src="{sheet}" alt="contact sheet">' if sheet else '<p>(none)</p>'}
 <h2>Side-by-side videos</h2>{f'<video controls loop autoplay muted>{vids}</video>' if grid else '<p>(none)</p>'}
 <h2>Per graph SQNR on recorded inputs</h2><table><tr><th>bundle</th><th>graph</th><th>precision</th><th>inputs</th><th>SQNR dB</th></tr>{''.join(comp_rows)}</table>
@@ -134,11 +162,12 @@ def write_report(report: dict, videos: dict[str, list[np.ndarray]], out: str | P
             note = "pictures skipped: matplotlib and Pillow are not installed (pip install 'kinema[export]')"
         full = {**report, "files": {"plots": plots, "contact_sheet": sheet, "videos": grid}, "note": note}
         (stage / "report.json").write_text(json.dumps(full, indent=2) + "\n", encoding="utf-8")
-        md = f"# kinema compare\n\nReference: {report['reference']}\n\n{table}\n" + "".join(f"- {k}: {v}\n" for k, v in report["definitions"].items())
+        sens = sensitivity_markdown(report)
+        md = f"# kinema compare\n\nReference: {report['reference']}\n\n{table}\n" + (f"## Per-group sensitivity\n\n{sens}" if sens else "") + "".join(f"- {k}: {v}\n" for k, v in report["definitions"].items())
         (stage / "report.md").write_text(md, encoding="utf-8")
         (stage / "index.html").write_text(_html(full, table, plots, sheet, grid, note), encoding="utf-8")
 
     return write_folder(out, fill)
 
 
-__all__ = ["check_report_dir", "markdown_table", "write_report"]
+__all__ = ["check_report_dir", "markdown_table", "sensitivity_markdown", "write_report"]

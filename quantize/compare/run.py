@@ -19,6 +19,7 @@ from kinema.runtime.pipeline import Pipeline
 from kinema.quantize import metrics
 from kinema.quantize.calibration import RecordingPipeline
 from kinema.quantize.compare.metrics import adherence, component_sqnr, finite, video_metrics
+from kinema.quantize.compare.sensitivity import bundle_sensitivity
 from kinema.quantize.compare.settings import CompareSettings, check_comparable
 from kinema.quantize.cost import bundle_bytes, measure_cost
 
@@ -228,8 +229,13 @@ def compare_bundles(
     cost_repeats: int = 2,
     progress: Callable[[str], None] | None = None,
     fan_out: dict | None = None,
+    sensitivity: bool | Sequence[str] = False,
 ) -> tuple[dict, dict[str, list[np.ndarray]]]:
     """Run every bundle on the settings; returns (report, {label: videos of the first prompts}) for `write_report`.
+
+    `sensitivity`: per quantized bundle, each graph group's SQNR with only it quantized and
+    with only it kept in float (compare/sensitivity.py), under the entry's "sensitivity";
+    True for every graph the bundle quantizes, or the graph names to measure.
 
     `fan_out` (map_tasks' workers, threads, ray): the videos not compared step by step are
     made on the batch runner's workers, the same requests the sequential run makes.
@@ -238,6 +244,7 @@ def compare_bundles(
     ref_b = load_bundle(reference)
     other_bs = [load_bundle(o) for o in others]
     check_comparable(ref_b, other_bs, settings)
+    graphs = _sensitivity_graphs(ref_b, sensitivity)
     gen = settings.generate
     all_jobs = [(i, p, s) for i, p in enumerate(settings.prompts) for s in settings.seeds]
     n_detail = min(settings.detail_prompts, len(settings.prompts))
@@ -264,12 +271,30 @@ def compare_bundles(
         entries.append(_entry(label, b, pipe, runs, ref, jobs, comps, is_ref))
         if not is_ref:
             del pipe
+            if graphs:
+                say(f"{label}: per-group sensitivity")
+                recorded = {c: f for c, f in ref.pipe.recorded.items() if c in graphs}
+                entries[-1]["sensitivity"] = bundle_sensitivity(ref_b, b, recorded, ref.outputs, threads=threads, progress=say)
 
     if cost:
         for entry in entries:
             say(f"{entry['label']}: cost (fresh process)")
             entry["cost"] = measure_cost(entry["path"], settings.prompts[0], seed=settings.seeds[0], threads=threads, repeats=cost_repeats, **gen)
     return _report(ref_b, labels[0], settings, n_detail, threads, entries), videos
+
+
+def _sensitivity_graphs(ref: Bundle, sensitivity: bool | Sequence[str]) -> tuple[str, ...]:
+    """The graphs whose groups are measured: none, every compared graph (True), or those named, checked before any run."""
+    if sensitivity is True:
+        return COMPONENTS
+    if not sensitivity:
+        return ()
+    names = tuple(sensitivity)
+    bad = [n for n in names if n not in COMPONENTS or not ref.has(n)]
+    if bad:
+        have = ", ".join(c for c in COMPONENTS if ref.has(c))
+        raise InputError(f"--sensitivity {' '.join(bad)}: not a graph compare measures in {ref.path}; choose from {have}")
+    return names
 
 
 def _report(ref_b: Bundle, label: str, settings: CompareSettings, n_detail: int, threads: int | None, entries: list[dict]) -> dict:
@@ -300,6 +325,7 @@ DEFINITIONS = {
     "components.sqnr_db": "per graph output: 10 log10(sum ref^2 / sum err^2) on the inputs recorded from the reference's sampling runs (text embeddings over real tokens only)",
     "cost": "fresh interpreter per bundle: load = open with hash checks + every session; step = median interval between sampler callbacks; e2e = median Pipeline.run after one warm-up; peak RSS = VmHWM (the process's own high-water mark; Linux)",
     "adherence": "ShapesBench adherence (mean of background, count, colour, shape, size, motion checks)",
+    "sensitivity": "per graph a bundle quantizes: its recipe replayed on the reference's graph with only one group quantized (every other kept float), and with only that group kept float; worst output SQNR on the recorded inputs; sorted most sensitive first",
 }
 
 

@@ -170,6 +170,8 @@ def add_tools(sub) -> None:
     c.add_argument("--guidance", "--cfg", dest="guidance", type=float, default=None, help="classifier-free guidance scale (default: bundle's)")
     c.add_argument("--threads", type=int, default=None, help="CPU threads per graph (default: all cores)")
     c.add_argument("--no-cost", action="store_true", help="skip the per-bundle load/memory/speed runs in fresh processes")
+    c.add_argument("--sensitivity", nargs="*", default=None, metavar="GRAPH", help="per quantized bundle and graph: each layer group's error with only it quantized and with only it kept float (table and chart); "
+                   "give graph names (e.g. denoiser) to measure only those")
     c.add_argument("--workers", type=int, default=None, help="make the videos not compared step by step on N worker processes")
     c.add_argument("--ray", default=None, metavar="ADDRESS", help="make them on a Ray cluster: auto or HOST:PORT (needs kinema[ray])")
     c.add_argument("--overwrite", action="store_true", help="replace an earlier report at --output")
