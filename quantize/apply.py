@@ -12,6 +12,7 @@ from contextlib import contextmanager
 from pathlib import Path
 
 from kinema.runtime.bundle.scan import external_data_locations
+from kinema.runtime.errors import InputError
 
 from kinema.quantize.calibration import data_reader
 from kinema.quantize.graph_rewrite import dynamic_exclusions, gemms_as_matmuls, with_matmul_names
@@ -165,6 +166,16 @@ def _apply_weight_only(p: ComponentPlan, src: Path, dst: Path, external_data: bo
     if r.gemm_as_matmul:
         keep = with_matmul_names(keep, model.graph)
         gemms_as_matmuls(model)
+    algo = None
+    if r.algorithm == "hqq":
+        from onnxruntime.quantization.matmul_nbits_quantizer import HQQWeightOnlyQuantConfig
+
+        try:
+            import torch  # noqa: F401  ORT's HQQ quantizer runs its optimisation in PyTorch
+        except ImportError:
+            raise InputError("WeightOnly.algorithm='hqq' needs PyTorch (pip install 'kinema[export]'); or use algorithm 'default'") from None
+
+        algo = HQQWeightOnlyQuantConfig(block_size=r.block_size, bits=r.bits)
     q = MatMulNBitsQuantizer(
         model,
         bits=r.bits,
@@ -172,9 +183,22 @@ def _apply_weight_only(p: ComponentPlan, src: Path, dst: Path, external_data: bo
         is_symmetric=r.symmetric,
         accuracy_level=r.accuracy_level,
         nodes_to_exclude=keep,
+        algo_config=algo,
     )
     q.process()
+    if algo is not None and r.accuracy_level is not None:
+        _set_accuracy_level(q.model.model.graph, r.accuracy_level)  # HQQ's config has no accuracy level of its own
     q.model.save_model_to_file(str(dst), use_external_data_format=external_data)
+
+
+def _set_accuracy_level(graph, level: int) -> None:
+    import onnx
+
+    for node in graph.node:
+        if node.op_type == "MatMulNBits":
+            kept = [a for a in node.attribute if a.name != "accuracy_level"]
+            del node.attribute[:]
+            node.attribute.extend([*kept, onnx.helper.make_attribute("accuracy_level", level)])
 
 
 def _apply_float16(p: ComponentPlan, src: Path, dst: Path, external_data: bool, calibration: list[dict] | None) -> None:

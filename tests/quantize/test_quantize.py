@@ -282,3 +282,36 @@ def test_cli_bad_recipe_and_missing_bundle_exit_2_one_line(tiny_bundle, tmp_path
     err = capsys.readouterr().err.splitlines()
     assert len(err) == 1 and "not a folder" in err[0], err
     assert not out.exists()
+
+
+def test_hqq_weight_only_beats_round_to_nearest_on_a_matmul(tmp_path):
+    """HQQ's refined scales and zero points against ORT's default blockwise rounding, on a float64 NumPy product."""
+    import onnxruntime as ort
+    from onnx import TensorProto, helper, numpy_helper
+
+    from kinema.quantize.apply import apply_recipe
+    from kinema.quantize.plan import ComponentPlan
+
+    rng = np.random.default_rng(0)
+    w = rng.standard_t(4, (128, 96)).astype(np.float32)  # heavy tails, as trained weights have
+    x = rng.standard_normal((64, 128)).astype(np.float32)
+    node = helper.make_node("MatMul", ["x", "w"], ["y"], name="mm")
+    g = helper.make_graph([node], "g", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [None, 128])],
+                          [helper.make_tensor_value_info("y", TensorProto.FLOAT, [None, 96])], [numpy_helper.from_array(w, "w")])
+    src = tmp_path / "mm.onnx"
+    onnx.save(helper.make_model(g, opset_imports=[helper.make_opsetid("", 17)]), src)
+    exact = x.astype(np.float64) @ w.astype(np.float64)
+    err = {}
+    for algo in ("default", "hqq"):
+        dst = tmp_path / algo / "mm.onnx"
+        dst.parent.mkdir()
+        apply_recipe(ComponentPlan(WeightOnly(block_size=32, accuracy_level=None, algorithm=algo), ()), src, dst, external_data=False)
+        nbits = [n for n in onnx.load(str(dst)).graph.node if n.op_type == "MatMulNBits"]
+        assert len(nbits) == 1
+        y = ort.InferenceSession(str(dst), providers=["CPUExecutionProvider"]).run(None, {"x": x})[0]
+        err[algo] = float(np.sqrt(np.mean((y - exact) ** 2)) / np.sqrt(np.mean(exact**2)))
+    assert err["hqq"] < err["default"] < 0.2, err
+    with pytest.raises(InputError, match="algorithm"):
+        WeightOnly(algorithm="gptq")
+    with pytest.raises(InputError, match="bits=4"):
+        WeightOnly(bits=8, algorithm="hqq")
