@@ -100,13 +100,25 @@ def recipe_arg(text: str):
 def run_search(args) -> int:
     from kinema.runtime.bundle.load import load_bundle
 
+    from kinema.quantize.compare import CompareSettings
     from kinema.quantize.search import search_recipe
 
-    out = search_recipe(args.bundle, args.output, check_target_psnr(args.target_psnr), overwrite=args.overwrite, progress=_say(args.quiet))
+    target = check_target_psnr(args.target_psnr)
+    if not 1 <= args.search_prompts <= 256:
+        raise InputError(f"--search-prompts {args.search_prompts} must be from 1 to 256")
+    if not 0 <= args.heldout_prompts <= 256:
+        raise InputError(f"--heldout-prompts {args.heldout_prompts} must be from 0 to 256")
+    src = load_bundle(args.bundle, verify_hashes=False)
+    out = search_recipe(args.bundle, args.output, target, settings=CompareSettings.default(src, args.search_prompts),
+                        heldout_prompts=args.heldout_prompts, overwrite=args.overwrite, progress=_say(args.quiet))
     q = load_bundle(out, verify_hashes=False).manifest["quantization"]["search"]
     chosen = ", ".join(f"{u} {lvl}" for u, lvl in q["chosen"].items() if lvl != "fp32")
+    dev, held = q["development"], q["held_out"]
     print(f"{out}: {chosen}")
-    print(f"  video PSNR vs fp32 {q['measured_psnr_db']:.2f} dB (target {q['target_psnr_db']:g}); graphs {q['graph_bytes'] / 2**20:.1f} MiB of {q['fp32_graph_bytes'] / 2**20:.1f} MiB fp32; {q['evaluations']} evaluations in {q['seconds']:.0f} s")
+    print(f"  development ({dev['videos']} videos): mean video PSNR vs fp32 {dev['mean_psnr_db']:.2f} dB, lower bound {dev['lower_bound_psnr_db']} dB (target {q['target_psnr_db']:g})")
+    if held:
+        print(f"  held out ({held['videos']} videos): mean {held['mean_psnr_db']:.2f} dB, lower bound {held['lower_bound_psnr_db']} dB")
+    print(f"  graphs {q['graph_bytes'] / 2**20:.1f} MiB of {q['fp32_graph_bytes'] / 2**20:.1f} MiB fp32; {q['evaluations']} evaluations in {q['seconds']:.0f} s")
     return 0
 
 

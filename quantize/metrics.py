@@ -96,4 +96,28 @@ def temporal_psnr_db(ref: np.ndarray, other: np.ndarray) -> float:
     return psnr_db(r, o, peak=255.0)
 
 
-__all__ = ["frame_change", "psnr_db", "sqnr_db", "ssim_map", "temporal_psnr_db", "video_ssim"]
+# Student's t, one-sided 95% quantiles for 1..30 degrees of freedom (standard tables).
+_T95 = (6.3138, 2.9200, 2.3534, 2.1318, 2.0150, 1.9432, 1.8946, 1.8595, 1.8331, 1.8125, 1.7959, 1.7823, 1.7709, 1.7613, 1.7531,
+        1.7459, 1.7396, 1.7341, 1.7291, 1.7247, 1.7207, 1.7171, 1.7139, 1.7109, 1.7081, 1.7056, 1.7033, 1.7011, 1.6991, 1.6973)
+_Z95 = 1.6448536269514722
+
+
+def t95(df: int) -> float:
+    """One-sided 95% quantile of Student's t with `df` degrees of freedom (a table to 30, Cornish-Fisher beyond)."""
+    if df < 1:
+        raise ValueError(f"degrees of freedom {df!r} must be at least 1")
+    if df <= len(_T95):
+        return _T95[df - 1]
+    z = _Z95
+    return z + (z**3 + z) / (4 * df) + (5 * z**5 + 16 * z**3 + 3 * z) / (96 * df**2)
+
+
+def mean_lower_bound(values) -> float | None:
+    """One-sided 95% lower confidence bound of the mean of `values` (Student's t); None for fewer than two."""
+    v = np.asarray(list(values), np.float64)
+    if v.size < 2:
+        return None
+    return float(v.mean() - t95(v.size - 1) * v.std(ddof=1) / math.sqrt(v.size))
+
+
+__all__ = ["frame_change", "mean_lower_bound", "psnr_db", "sqnr_db", "ssim_map", "t95", "temporal_psnr_db", "video_ssim"]

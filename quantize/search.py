@@ -3,6 +3,9 @@
     from kinema.quantize.search import search_recipe
     out = search_recipe("kinema-tiny", "kinema-tiny-mixed", target_psnr=35)
 
+0. Prompts: a development set the search measures on, and a held-out set it never sees
+   until the chosen recipe is measured on it once at the end (both spread over the family's
+   manifest prompts, disjoint; or given).
 1. Units: each DiT block of the denoiser (`blocks.<i>`, the family's float groups always
    stay fp32), the text encoder, and the two decoder graphs together.
 2. Sensitivity: one unit at a time at each of its lower precisions (block: dynamic int8,
@@ -13,10 +16,13 @@
 3. Greedy: starting from fp32, repeatedly take the move with the most bytes saved per
    unit of added squared error while the predicted error (the units' errors added, as
    independent noise) stays within the target; then measure that recipe for real and
-   undo the last moves until the measured PSNR meets the target.
+   undo the last moves until it meets the target by the stopping rule: the one-sided 95%
+   lower confidence bound (Student's t) of the mean per-video PSNR over the development
+   videos, so that a recipe that happens to suit a few prompts is not taken. With a single
+   development video the bound is undefined and its PSNR itself is used.
 
-The chosen recipe, every measurement and the predicted and measured PSNR go into the
-bundle's manifest under quantization.search.
+The chosen recipe, every measurement, the predicted and measured PSNR and the development
+and held-out figures go into the bundle's manifest under quantization.search.
 """
 
 from __future__ import annotations
@@ -40,14 +46,18 @@ from kinema.runtime.pipeline import Pipeline
 
 from kinema.quantize.apply import apply_recipe, copy_graph
 from kinema.quantize.bundle_tools import tools_of
+from kinema.quantize.bundle_tools import prompt_text, spread
 from kinema.quantize.compare import CompareSettings
+from kinema.quantize.compare.settings import scored_rows
+from kinema.quantize.metrics import mean_lower_bound
 from kinema.quantize.plan import plan, scopes
 from kinema.quantize.quantize_bundle import quantize_bundle
 from kinema.quantize.recipes import BundleRecipe, DynamicInt8, Float16, KeepFloat, Mixed, WeightOnly, describe
 
 LEVELS = {"block": ("fp32", "int8", "int4"), "text_encoder": ("fp32", "int8", "int4"), "decoders": ("fp32", "fp16")}
 DECODERS = ("decoder_prefix", "decoder_step")
-SEARCH_PROMPTS = 4
+SEARCH_PROMPTS = 8
+HELDOUT_PROMPTS = 16
 
 
 @dataclass(frozen=True)
@@ -104,9 +114,9 @@ class _Trials:
         self.ref_bytes = {n: (work / "fp32" / e["file"]).stat().st_size for n, e in src.components.items()}
         self.evaluations = 0
 
-    def _videos(self, bundle: Bundle) -> list[np.ndarray]:
+    def _videos(self, bundle: Bundle, settings: CompareSettings | None = None) -> list[np.ndarray]:
         pipe = Pipeline(bundle, threads=self.threads)
-        s = self.settings
+        s = settings or self.settings
         return [pipe.generate(p, seed=seed, **s.generate).frames for p in s.prompts for seed in s.seeds]
 
     def _graph(self, name: str, recipe, plans) -> Path:
@@ -141,16 +151,58 @@ class _Trials:
 
     def error(self, recipe: BundleRecipe) -> tuple[float, int]:
         """(sum of squared uint8 errors of every video vs fp32, bytes of all graphs) of a recipe."""
-        bundle, total = self.build(recipe)
-        videos = self._videos(bundle)
-        shutil.rmtree(bundle.path, ignore_errors=True)
-        self.evaluations += 1
-        sq = sum(float(np.sum((a.astype(np.float64) - b.astype(np.float64)) ** 2)) for a, b in zip(self.ref, videos))
+        sq, total, _ = self.errors(recipe)
         return sq, total
+
+    def errors(self, recipe: BundleRecipe, settings: CompareSettings | None = None) -> tuple[float, int, list[float]]:
+        """(summed squared error, bytes of all graphs, per-video PSNR in dB) of a recipe on the development set, or on `settings`."""
+        bundle, total = self.build(recipe)
+        ref = self.ref if settings is None else self._videos(Bundle(self.work / "fp32", self.src.manifest), settings)
+        videos = self._videos(bundle, settings)
+        shutil.rmtree(bundle.path, ignore_errors=True)
+        self.evaluations += settings is None
+        per = [float(np.sum((a.astype(np.float64) - b.astype(np.float64)) ** 2)) for a, b in zip(ref, videos)]
+        psnrs = [99.0 if e == 0 else min(99.0, 10 * math.log10(255.0**2 * a.size / e)) for e, a in zip(per, ref)]
+        return sum(per), total, psnrs
 
     def psnr(self, sq: float) -> float:
         n = sum(v.size for v in self.ref)
         return math.inf if sq == 0 else 10 * math.log10(255.0**2 * n / sq)
+
+
+def stats(psnrs: list[float]) -> dict:
+    """Per-video PSNRs (dB, capped at 99) summarised: mean, its one-sided 95% lower bound, spread."""
+    bound = mean_lower_bound(psnrs)
+    return {
+        "videos": len(psnrs),
+        "mean_psnr_db": round(float(np.mean(psnrs)), 3),
+        "lower_bound_psnr_db": None if bound is None else round(bound, 3),
+        "min_psnr_db": round(min(psnrs), 3),
+        "per_video_psnr_db": [round(p, 3) for p in psnrs],
+    }
+
+
+def meets(psnrs: list[float], target: float) -> bool:
+    """The stopping rule: the lower bound of the mean per-video PSNR (a single video: its PSNR) reaches the target."""
+    bound = mean_lower_bound(psnrs)
+    return (psnrs[0] if bound is None else bound) >= target
+
+
+def split_prompts(src: Bundle, n_dev: int, n_heldout: int, seeds=(0,), **generate) -> tuple[CompareSettings, CompareSettings | None]:
+    """A development and a disjoint held-out prompt set, each spread over the manifest's prompts (held out: None when none are left)."""
+    dev = CompareSettings.default(src, n_dev, seeds=tuple(seeds), generate=generate)
+    return dev, heldout_for(src, dev, n_heldout)
+
+
+def heldout_for(src: Bundle, dev: CompareSettings, n: int) -> CompareSettings | None:
+    """`n` of the manifest's prompts that `dev` does not use, spread; None when none are left."""
+    used = set(dev.prompts)
+    rows = [r for r in tools_of(src).calibration_prompts if prompt_text(r) not in used]
+    if not rows or n < 1:
+        return None
+    picked = spread(rows, min(n, len(rows)))
+    texts = tuple(prompt_text(r) for r in picked)
+    return CompareSettings(texts, scored_rows(picked, lambda i: f"held-out prompt {i}"), seeds=dev.seeds, generate=dev.generate)
 
 
 def _max_sq(target_psnr: float, n_values: int) -> float:
@@ -194,12 +246,17 @@ def search_recipe(
     target_psnr: float,
     *,
     settings: CompareSettings | None = None,
+    heldout: CompareSettings | None = None,
+    heldout_prompts: int = HELDOUT_PROMPTS,
     threads: int | None = None,
     overwrite: bool = False,
     progress: Callable[[str], None] | None = None,
 ) -> Path:
     """Write the smallest searched mixed recipe of the bundle meeting `target_psnr` (dB, video vs fp32); returns its path.
 
+    `settings`: the development prompts (default: SEARCH_PROMPTS of the manifest's);
+    `heldout`: the prompts measured once on the chosen recipe (default: `heldout_prompts`
+    of the manifest's that the development set does not use; none when none are left).
     Raises InputError when no quantized unit on its own reaches the target, or when the
     measured recipe cannot be brought to it; nothing is written then.
     """
@@ -211,6 +268,10 @@ def search_recipe(
     if "quantization" in src.manifest:
         raise InputError(f"bundle {src.path} is already quantized; search from its fp32 source")
     settings = settings or CompareSettings.default(src, SEARCH_PROMPTS)
+    if heldout is None:
+        heldout = heldout_for(src, settings, heldout_prompts)
+    elif set(heldout.prompts) & set(settings.prompts):
+        raise InputError("the held-out prompts must not include development prompts: " + ", ".join(sorted(set(heldout.prompts) & set(settings.prompts)))[:200])
     units = units_of(src)
     t0 = time.perf_counter()
     out.parent.mkdir(parents=True, exist_ok=True)
@@ -222,9 +283,17 @@ def search_recipe(
         config, moves = greedy(units, sens, limit)
         pred_psnr = trials.psnr(predicted(sens, config))
         verified = _measure_and_undo(trials, sens, config, moves, limit, target_psnr, say)
+        held = None
+        if heldout is not None:
+            say(f"held-out: {len(heldout.prompts) * len(heldout.seeds)} videos")
+            held = {"prompts": list(heldout.prompts), **stats(trials.errors(recipe_for(config, src), heldout)[2])}
+            say(f"held-out: mean {held['mean_psnr_db']:.2f} dB (development {verified[-1]['development']['mean_psnr_db']:.2f})")
         record = {
             "target_psnr_db": target_psnr,
             "measured_psnr_db": verified[-1]["psnr_db"],
+            "stopping_rule": "one-sided 95% lower confidence bound (Student's t) of the mean per-video PSNR over the development videos >= target",
+            "development": verified[-1]["development"],
+            "held_out": held,
             "predicted_psnr_db": round(pred_psnr, 3) if math.isfinite(pred_psnr) else None,
             "chosen": config,
             "fp32_graph_bytes": sum(trials.ref_bytes.values()),
@@ -277,10 +346,11 @@ def _measure_and_undo(trials: _Trials, sens, config: dict[str, str], moves: list
     """
     verified = []
     while True:
-        sq, total = trials.error(recipe_for(config, trials.src))
-        verified.append({"config": dict(config), "psnr_db": round(trials.psnr(sq), 3), "graph_bytes": total})
-        say(f"recipe {_short(config)}: measured {trials.psnr(sq):.2f} dB (predicted {trials.psnr(predicted(sens, config)):.2f}), {total / 2**20:.1f} MiB of graphs")
-        if sq <= limit:
+        sq, total, psnrs = trials.errors(recipe_for(config, trials.src))
+        verified.append({"config": dict(config), "psnr_db": round(trials.psnr(sq), 3), "graph_bytes": total, "development": stats(psnrs)})
+        bound = verified[-1]["development"]["lower_bound_psnr_db"]
+        say(f"recipe {_short(config)}: measured {trials.psnr(sq):.2f} dB pooled, lower bound {bound} dB (predicted {trials.psnr(predicted(sens, config)):.2f}), {total / 2**20:.1f} MiB of graphs")
+        if meets(psnrs, target_psnr):
             break
         if not moves:
             raise InputError(f"target PSNR {target_psnr:g} dB cannot be met: every mixed recipe measured below it; lower --target-psnr or keep fp32")
@@ -295,4 +365,4 @@ def _short(config: dict[str, str]) -> str:
     return ", ".join(f"{u} {lvl}" for u, lvl in config.items() if lvl != "fp32") or "all fp32"
 
 
-__all__ = ["LEVELS", "Unit", "greedy", "predicted", "recipe_for", "search_recipe", "units_of"]
+__all__ = ["HELDOUT_PROMPTS", "LEVELS", "Unit", "greedy", "heldout_for", "meets", "predicted", "recipe_for", "search_recipe", "split_prompts", "stats", "units_of"]

@@ -145,6 +145,8 @@ def add_tools(sub) -> None:
     q.add_argument("bundle", help="source bundle folder (fp32)")
     q.add_argument("--recipe", default=None, help="int8 (dynamic, uint8 activations), int8-static (calibrated), int4 (weight-only), fp16, fp32 (a copy), or a recipe .json file")
     q.add_argument("--target-psnr", type=float, default=None, metavar="DB", help="search the smallest mixed recipe whose video PSNR vs this bundle stays >= DB")
+    q.add_argument("--search-prompts", type=int, default=8, metavar="N", help="with --target-psnr: development prompts the search measures on (default: 8)")
+    q.add_argument("--heldout-prompts", type=int, default=16, metavar="N", help="with --target-psnr: other prompts the chosen recipe is measured on once, at the end (default: 16; 0: none)")
     q.add_argument("-o", "--output", required=True, help="bundle folder to write")
     q.add_argument("--overwrite", action="store_true", help="replace an existing bundle at --output")
     q.add_argument("-q", "--quiet", action="store_true", help="no progress output")

@@ -54,6 +54,19 @@ def test_search_meets_target_measured_independently(searched, tiny_bundle):
     psnr = 10 * math.log10(255.0**2 * n / sq) if sq else math.inf
     print(f"\nsearched recipe {s['chosen']}: {psnr:.2f} dB (manifest {s['measured_psnr_db']}), graphs {s['graph_bytes']} of {s['fp32_graph_bytes']} bytes")
     assert psnr == pytest.approx(s["measured_psnr_db"], abs=0.01)
+    # the stopping rule held on the development videos; the held-out prompts are others, recomputed here
+    dev, held = s["development"], s["held_out"]
+    assert dev["videos"] == len(SETTINGS.prompts) and search.meets(dev["per_video_psnr_db"], TARGET)
+    assert held["videos"] == search.HELDOUT_PROMPTS and not set(held["prompts"]) & set(SETTINGS.prompts)
+    per = []
+    for p in held["prompts"]:
+        a = ref.generate(p, seed=0, **GEN).frames.astype(np.float64)
+        o = mine.generate(p, seed=0, **GEN).frames.astype(np.float64)
+        e = float(np.mean((a - o) ** 2))
+        per.append(99.0 if e == 0 else min(99.0, 10 * math.log10(255.0**2 / e)))
+    assert held["per_video_psnr_db"] == pytest.approx(per, abs=1e-3)
+    assert held["mean_psnr_db"] == pytest.approx(np.mean(per), abs=1e-3)
+    print(f"development mean {dev['mean_psnr_db']} dB (bound {dev['lower_bound_psnr_db']}), held out mean {held['mean_psnr_db']} dB")
     graphs = sum(c["bytes"] for c in b.components.values())
     assert graphs == s["graph_bytes"] < s["fp32_graph_bytes"]
     # every unit was measured alone at each of its lower precisions
@@ -68,6 +81,20 @@ def test_search_meets_target_measured_independently(searched, tiny_bundle):
     if isinstance(den, Mixed):
         kinds = {n.op_type for n in onnx.load(str(b.component_path("denoiser"))).graph.node}
         assert ("MatMulNBits" in kinds) == bool(den.weight_only_groups) and ("MatMulInteger" in kinds) == bool(den.dynamic_groups)
+
+
+def test_stopping_rule_is_a_t_lower_bound():
+    from kinema.quantize.metrics import mean_lower_bound, t95
+
+    assert t95(1) == pytest.approx(math.tan(0.45 * math.pi), abs=1e-4)  # Cauchy: closed form
+    assert t95(2) == pytest.approx(0.9 * math.sqrt(2 / (4 * 0.95 * 0.05)), abs=1e-4)  # t(2): closed form
+    draws = np.random.default_rng(0).standard_t(40, 2_000_000)
+    assert t95(40) == pytest.approx(np.quantile(draws, 0.95), abs=0.01)  # the expansion beyond the table
+    v = [30.0, 32.0, 34.0, 36.0]
+    assert mean_lower_bound(v) == pytest.approx(33.0 - t95(3) * np.std(v, ddof=1) / 2)
+    assert mean_lower_bound([31.0]) is None
+    assert search.meets([36.0], 35.0) and not search.meets([40.0, 30.0], 34.0)  # mean 35 but a wide bound
+    assert search.meets([35.5, 35.6, 35.4, 35.5], 35.0)
 
 
 def test_greedy_on_hand_made_sensitivities():
@@ -94,10 +121,9 @@ def test_greedy_on_hand_made_sensitivities():
 
 @pytest.mark.slow
 def test_unreachable_target_exits_2_one_line_nothing_written(tiny_bundle, tmp_path, capsys, monkeypatch):
-    monkeypatch.setattr(search, "SEARCH_PROMPTS", 1)
     out = tmp_path / "never"
-    # fewer steps/frames than the bundle's defaults are not CLI options of quantize: the default prompt set is used
-    assert cli.main(["quantize", str(tiny_bundle), "--target-psnr", "99", "-o", str(out), "-q"]) == 2
+    # fewer steps/frames than the bundle's defaults are not CLI options of quantize: one default prompt is used
+    assert cli.main(["quantize", str(tiny_bundle), "--target-psnr", "99", "--search-prompts", "1", "--heldout-prompts", "0", "-o", str(out), "-q"]) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "target PSNR 99 dB cannot be met" in err[0] and "lower --target-psnr" in err[0], err
     assert not out.exists() and list(tmp_path.iterdir()) == []
@@ -105,3 +131,5 @@ def test_unreachable_target_exits_2_one_line_nothing_written(tiny_bundle, tmp_pa
     assert "from 10 to 99" in capsys.readouterr().err
     assert cli.main(["quantize", str(tiny_bundle), "--recipe", "int8", "--target-psnr", "30", "-o", str(out)]) == 2
     assert "one of --recipe" in capsys.readouterr().err
+    assert cli.main(["quantize", str(tiny_bundle), "--target-psnr", "30", "--search-prompts", "0", "-o", str(out)]) == 2
+    assert "--search-prompts 0 must be from 1 to 256" in capsys.readouterr().err
