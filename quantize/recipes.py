@@ -124,10 +124,7 @@ class WeightOnly:
     accuracy_level: int | None = 4
     gemm_as_matmul: bool = True
     nodes_to_exclude: tuple[str, ...] = ()
-    # "default": ORT's blockwise round-to-nearest (scale from each block's range); "hqq":
-    # half-quadratic quantization (ORT's HQQ quantizer), scales and zero points refined to
-    # minimise the weight error, asymmetric whatever `symmetric` says.
-    algorithm: str = "default"
+    algorithm: str = "default"  # or "hqq": ORT's HQQ quantizer refines scales and zero points (asymmetric)
 
     BITS: ClassVar[tuple[int, ...]] = (4, 8)
     ACCURACY_LEVELS: ClassVar[tuple[int | None, ...]] = (None, 0, 1, 2, 3, 4)
@@ -147,10 +144,8 @@ class WeightOnly:
         _bool(self.gemm_as_matmul, "WeightOnly.gemm_as_matmul")
         if self.accuracy_level not in self.ACCURACY_LEVELS or isinstance(self.accuracy_level, bool):
             raise InputError(f"WeightOnly.accuracy_level={self.accuracy_level!r} must be None or 0-4 (4: int8 compute)")
-        if self.algorithm not in self.ALGORITHMS:
-            raise InputError(f"WeightOnly.algorithm={self.algorithm!r} must be one of {', '.join(self.ALGORITHMS)}")
-        if self.algorithm == "hqq" and self.bits != 4:
-            raise InputError(f"WeightOnly.algorithm='hqq' needs bits=4 (ONNX Runtime's HQQ quantizer), not {self.bits!r}")
+        if self.algorithm not in self.ALGORITHMS or (self.algorithm == "hqq" and self.bits != 4):
+            raise InputError(f"WeightOnly.algorithm={self.algorithm!r} must be one of {', '.join(self.ALGORITHMS)} ('hqq' needs bits=4)")
         object.__setattr__(self, "nodes_to_exclude", _names(self.nodes_to_exclude, "WeightOnly.nodes_to_exclude"))
 
 

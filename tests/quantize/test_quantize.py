@@ -313,5 +313,5 @@ def test_hqq_weight_only_beats_round_to_nearest_on_a_matmul(tmp_path):
     assert err["hqq"] < err["default"] < 0.2, err
     with pytest.raises(InputError, match="algorithm"):
         WeightOnly(algorithm="gptq")
-    with pytest.raises(InputError, match="bits=4"):
+    with pytest.raises(InputError, match="needs bits=4"):
         WeightOnly(bits=8, algorithm="hqq")
