@@ -33,6 +33,10 @@ def cmd_info(args) -> int:
     print(f"  video      {v.frames} frames ({v.frame_multiple}k+{v.frame_offset}, max {v.max_frames}) {v.width}x{v.height} "
           f"(multiple of {v.size_multiple}, {v.min_side}-{v.max_side}) @ {v.fps:g} fps")
     print(f"  sampler    {s['sampler']}, {s['steps']} steps, guidance {s['guidance']:g}, shift {s['shift']:g}, {s['prediction']} prediction")
+    if b.spec.sampler.timesteps is not None:
+        print(f"  distilled  timesteps {', '.join(f'{t:g}' for t in b.spec.sampler.timesteps)} (before the shift)")
+    for lora in m.get("loras", []):
+        print(f"  lora       {lora['file']} at scale {lora['scale']:g} (sha256 {lora['sha256'][:12]}...)")
     q = m.get("quantization")
     if q:
         print(f"  quantized  {json.dumps(q)}")

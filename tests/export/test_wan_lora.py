@@ -284,7 +284,7 @@ def test_merged_denoiser_graph_matches_pytorch_and_diffusers(base, tmp_path):
     ours, _ = _kinema_merged(base, [(f, 0.8)])
     comps = export_components(tmp_path, [denoiser_graph(ours, 1000, 16, 2)])  # checked at B=1 T=3 6x4 after tracing at B=2 T=2 4x6
     check = comps["denoiser"]
-    assert check["max_abs_diff"] < 1e-4
+    assert check["max_abs_diff"] < 1e-4  # measured 6.1e-6
     ref = _diffusers_fused(base, [(f, 0.8)])
     sess = ort.InferenceSession(str(tmp_path / check["file"]), providers=["CPUExecutionProvider"])
     g = torch.Generator().manual_seed(5)
@@ -294,11 +294,11 @@ def test_merged_denoiser_graph_matches_pytorch_and_diffusers(base, tmp_path):
     (got,) = sess.run(None, feeds)
     with torch.no_grad():
         want = ref(x, (sigma * 1000).long(), text, return_dict=False)[0].numpy()
-    assert np.abs(got - want).max() < 1e-4  # measured 2.1e-6
+    assert np.abs(got - want).max() < 1e-4  # measured 4.1e-6 (outputs up to 3.1)
 
 
 @pytest.mark.slow
-def test_cli_export_records_loras_and_the_distilled_schedule(base, checkpoint, tmp_path):
+def test_cli_export_records_loras_and_the_distilled_schedule(base, checkpoint, tmp_path, capsys):
     """`kinema export wan --lora A:0.8 --lora B --distilled lightx2v-4step`: the manifest's record, the bundle's denoiser."""
     from kinema.export.lora import sha256_of
     from kinema.runtime import Pipeline
@@ -312,6 +312,8 @@ def test_cli_export_records_loras_and_the_distilled_schedule(base, checkpoint, t
                           {"file": "peft.safetensors", "sha256": sha256_of(b), "scale": 1.0, "ignored_keys": 0}]
     assert m["sampler"]["timesteps"] == [1000.0, 750.0, 500.0, 250.0]
     assert (m["sampler"]["steps"], m["sampler"]["shift"], m["sampler"]["guidance"], m["sampler"]["sampler"]) == (4, 5.0, 1.0, "euler")
+    assert main(["info", str(out)]) == 0
+    assert f"lora       wan-diff.safetensors at scale 0.8 (sha256 {sha256_of(a)[:12]}...)" in capsys.readouterr().out
     pipe = Pipeline.from_bundle(out)
     from diffusers import WanTransformer3DModel
 

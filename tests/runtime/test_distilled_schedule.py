@@ -107,3 +107,10 @@ def test_a_bad_timestep_list_is_refused_naming_the_key(tmp_path, sampler, needle
     with pytest.raises(BundleError) as e:
         parse_manifest(m)
     assert needle in str(e.value)
+
+
+def test_info_shows_the_timestep_list(bundle, capsys):
+    assert main(["info", str(bundle)]) == 0
+    out = capsys.readouterr().out
+    assert "euler, 4 steps, guidance 1, shift 5" in out
+    assert "distilled  timesteps 1000, 750, 500, 250 (before the shift)" in out
