@@ -21,6 +21,10 @@ from kinema.runtime.errors import InputError
 
 from kinema.runtime.bundle.writer import check_output, write_bundle
 
+from kinema.export.distilled import Distilled
+from kinema.export.lora import LoraSpec, lora_record
+from kinema.export.wan_lora import merge_wan_loras, plan_wan_loras
+
 # What the quantize tools need of this family (the manifest's tools section).
 TOOLS = {
     # Wan: the timestep and caption embedders (they drive every block's modulation), the patch
@@ -222,10 +226,20 @@ def convert_tokenizer(tokenizer_dir: Path, dest: Path) -> int:
     return int(tok.pad_token_id)
 
 
-def _randn(*shape, seed):
-    import torch
-
-    return torch.randn(*shape, generator=torch.Generator().manual_seed(seed))
+def _video_rules(d: WanDefaults, size_multiple: int, temporal: int) -> dict:
+    """The manifest's video section: Wan's defaults, frames 4k+1 for its 4x causal VAE."""
+    return {
+        "fps": d.fps,
+        "frames": d.frames,
+        "height": d.height,
+        "width": d.width,
+        "size_multiple": size_multiple,
+        "min_side": max(d.min_side, size_multiple),
+        "max_side": d.max_side,
+        "max_frames": d.max_frames,
+        "frame_multiple": temporal,
+        "frame_offset": 1,
+    }
 
 
 def export_wan_modules(
@@ -241,8 +255,14 @@ def export_wan_modules(
     max_length: int = MAX_SEQUENCE_LENGTH,
     name: str = "wan",
     overwrite: bool = False,
+    loras: tuple[dict, ...] = (),
+    distilled: Distilled | None = None,
 ) -> Path:
-    """Trace Wan modules (already loaded, fp32, eval) to a bundle at `out`, each graph checked against PyTorch."""
+    """Trace Wan modules (already loaded, fp32, eval) to a bundle at `out`, each graph checked against PyTorch.
+
+    `loras` are the manifest records of LoRAs already merged into `transformer`; `distilled`
+    overrides the sampler defaults with a distilled schedule (export/distilled.py).
+    """
     from kinema.export.onnx_graph import export_components
     from kinema.export.wan_graphs import wan_graphs
 
@@ -272,19 +292,8 @@ def export_wan_modules(
             "tokenizer": {"source": tok_path, "max_length": int(max_length), "pad_id": pad_id, "clean": "unescape-whitespace"},
             "text_encoder": {"model": "umt5", "dim": int(text_encoder.config.d_model)},
             "latent": {"channels": z, "temporal_compression": temporal, "spatial_compression": spatial, "normalised": True},
-            "video": {
-                "fps": d.fps,
-                "frames": d.frames,
-                "height": d.height,
-                "width": d.width,
-                "size_multiple": size_multiple,
-                "min_side": max(d.min_side, size_multiple),
-                "max_side": d.max_side,
-                "max_frames": d.max_frames,
-                "frame_multiple": temporal,
-                "frame_offset": 1,
-            },
-            "sampler": {**sampler, "steps": d.steps, "guidance": d.guidance, "negative_prompt": ""},
+            "video": _video_rules(d, size_multiple, temporal),
+            "sampler": {**sampler, "steps": d.steps, "guidance": d.guidance, "negative_prompt": "", **(distilled.sampler_fields() if distilled else {})},
             "conditioning": {"text": True, "cond_latents": False, "negative_prompt": True},
             "decoder": {
                 "prefix_latent_frames": 1,
@@ -300,6 +309,7 @@ def export_wan_modules(
                 "timestep": f"floor(sigma * {n_train})",
             },
             "tools": TOOLS,
+            **({"loras": list(loras)} if loras else {}),
         }
 
     with tempfile.TemporaryDirectory(prefix="kinema-wan-tokenizer.") as tmp:
@@ -319,8 +329,14 @@ def export_wan(
     overwrite: bool = False,
     max_length: int = MAX_SEQUENCE_LENGTH,
     name: str | None = None,
+    loras: tuple[LoraSpec, ...] = (),
+    ignore_unmatched: bool = False,
+    distilled: Distilled | None = None,
 ) -> Path:
-    """Check the folder, load it in fp32 and export every graph to an fp32 bundle at `out`.
+    """Check the folder, load it in fp32, merge the LoRAs in order and export every graph to an fp32 bundle at `out`.
+
+    Every LoRA is read and matched against the transformer before any weight loads
+    (export/wan_lora.py); a key no module matches is an InputError unless `ignore_unmatched`.
 
     Quantizing is not done here (export/ does not depend on quantize/): `kinema export wan
     --recipe` exports to a scratch folder and quantizes from it (runtime/cli/main.py).
@@ -329,9 +345,12 @@ def export_wan(
     out = check_output(Path(out), overwrite=overwrite)
     name = name or ck.path.name.lower()
     defaults = WAN22_TI2V_DEFAULTS if ck.variant == "wan2.2-ti2v" else WanDefaults()
+    plans = plan_wan_loras(list(loras), ck.transformer, ignore_unmatched=ignore_unmatched)
     transformer, vae, text_encoder = load_checkpoint(ck)
-    kw = dict(scheduler=ck.scheduler, variant=ck.variant, defaults=defaults, max_length=max_length)
-    return export_wan_modules(out, transformer, vae, text_encoder, ck.path / "tokenizer", name=name, overwrite=overwrite, **kw)
+    merge_wan_loras(transformer, plans)
+    kw = dict(scheduler=ck.scheduler, variant=ck.variant, defaults=defaults, max_length=max_length, distilled=distilled)
+    records = tuple(lora_record(p) for p in plans)
+    return export_wan_modules(out, transformer, vae, text_encoder, ck.path / "tokenizer", name=name, overwrite=overwrite, loras=records, **kw)
 
 
 __all__ = [

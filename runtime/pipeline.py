@@ -71,6 +71,8 @@ class Pipeline(Engine):
         job = run_path.prepare(self, request)
         for note in job.notes:
             log.info(note)
+        for warning in job.warnings:
+            log.warning(warning)
         return run_path.run(self, job, on_event=callback, cancel=cancel)
 
     def generate(self, prompt: str, *, callback=None, cancel=None, accel: Accel | None = None, **settings) -> Video:

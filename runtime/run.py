@@ -29,7 +29,7 @@ from .safety.policy import Policy, load_policy
 from .safety.provenance import signer_for_output
 from .sampling.accel import Accel
 from .sampling.prediction import initial_noise_scale
-from .settings import GenerationSettings
+from .settings import GenerationSettings, schedule_warning
 from .video.core import Video, VideoWriter
 
 OnEvent = Callable[[Progress], None]
@@ -45,6 +45,7 @@ class Job:
     media: tuple = ()  # fitted uint8 frames per input
     new_frames: int | None = None  # extend and connect: frames to add
     notes: list[str] = field(default_factory=list)  # one line per input fitted
+    warnings: list[str] = field(default_factory=list)  # settings that leave what the bundle was made for
     writer: VideoWriter | None = None
     marks: MarkRule | None = None  # kinema's marks; an in-memory Video carries them to its `save`
     extra: dict = field(default_factory=dict)  # task values stored in the metadata
@@ -97,6 +98,7 @@ def prepare(pipe, request: Request, *, policy: Policy | None = None, early: tupl
     if r.memory_check:
         check_memory(pipe, st, in_memory=r.output is None)
     job = Job(r, st, accel, marks=MarkRule(visible=r.marks.visible))
+    job.warnings += [w for w in (schedule_warning(pipe.bundle, st),) if w]
     if r.task == "extend" or (r.task == "connect" and r.add_seconds is not None):
         job.new_frames = rules.check_seconds(r.add_seconds, st.fps)
     if r.output is not None:

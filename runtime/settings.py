@@ -115,6 +115,20 @@ def check_settings(
         loop=bool(loop),
     )
 
+def schedule_warning(bundle, st: GenerationSettings) -> str | None:
+    """One line when the settings leave a distilled bundle's schedule (its timesteps, shift or guidance), else None."""
+    s = bundle.spec.sampler
+    if s.timesteps is None:
+        return None
+    listed = ", ".join(f"{t:g}" for t in s.timesteps)
+    made = f"this bundle's distilled schedule ({len(s.timesteps)} steps at timesteps {listed}, shift {s.shift:g}, guidance {s.guidance:g})"
+    changed = [f"{k}={v:g}" for k, v, d in (("steps", st.steps, s.steps), ("shift", st.shift, s.shift), ("guidance", st.guidance, s.guidance)) if v != d]
+    if not changed:
+        return None
+    then = f"sampling {st.steps} steps on the {st.sampler} flow grid instead" if st.steps != s.steps else "the distilled model may lose quality"
+    return f"{' '.join(changed)} leaves {made}: {then}"
+
+
 def visible_text(text: str) -> str:
     """The text as it reads: NFKC, without format characters (zero-width, bidi marks) or control characters (NUL...)."""
     text = unicodedata.normalize("NFKC", text)

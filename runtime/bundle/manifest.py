@@ -28,6 +28,7 @@ COMPONENTS_OPTIONAL = ("encoder",)
 MAX_FRAMES_LIMIT = 4097
 MAX_SIDE_LIMIT = 8192
 MAX_TOKENS_LIMIT = 4096
+MAX_FLOW_TIMESTEP = 1000.0  # a flow model's timesteps are σ * 1000
 
 
 def _in(lo, hi):
@@ -119,6 +120,19 @@ class SamplerDefaults:
     negative_prompt: str = ""
     spacing: str = field(default="leading", metadata=_one_of("leading", "trailing"))
     vp: VpSchedule | None = None  # required unless prediction is "flow"
+    # A step-distilled flow model's own steps on the 0-1000 scale before the shift, `steps` of them
+    # (sampling/schedules.py: flow_sigmas_listed); None: the sampler's grid for any step count.
+    timesteps: list[float] | None = None
+
+
+@dataclass(frozen=True)
+class MergedLora:
+    """A LoRA merged into the denoiser's weights at export, in the order they were applied."""
+
+    file: str  # the file's name, without its folder
+    sha256: str
+    scale: float = field(metadata=_in(-100.0, 100.0))
+    ignored_keys: int = field(default=0, metadata=_in(0, 1 << 31))  # keys matching no module, left out
 
 
 @dataclass(frozen=True)
@@ -163,6 +177,7 @@ class Manifest:
     quantization: dict | None = None
     tools: dict | None = None
     optimization: dict | None = None  # graph passes applied after export (quantize/fuse.py)
+    loras: list[MergedLora] | None = None
 
 
 def _fail(path: str, msg: str):
@@ -264,6 +279,22 @@ def _cross_check(m: Manifest) -> None:
         _fail("video.min_side", f"= {v.min_side} is larger than video.max_side = {v.max_side}")
     if m.sampler.prediction != "flow" and m.sampler.vp is None:
         _fail("sampler.vp", f"is missing: a {m.sampler.prediction} model needs its training schedule")
+    _check_timesteps(m.sampler)
+
+
+def _check_timesteps(s: SamplerDefaults) -> None:
+    ts = s.timesteps
+    if ts is None:
+        return
+    if s.prediction != "flow":
+        _fail("sampler.timesteps", f"is given for a {s.prediction} model; a timestep list is for flow models")
+    if len(ts) != s.steps:
+        _fail("sampler.timesteps", f"has {len(ts)} entries but sampler.steps = {s.steps}; they must be equal")
+    for i, t in enumerate(ts):
+        if not 0.0 < t <= MAX_FLOW_TIMESTEP:
+            _fail(f"sampler.timesteps[{i}]", f"= {t!r} is outside (0, {MAX_FLOW_TIMESTEP:g}]")
+    if any(b >= a for a, b in zip(ts, ts[1:])):
+        _fail("sampler.timesteps", "must be strictly descending")
 
 
 def to_dict(section) -> dict:

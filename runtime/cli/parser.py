@@ -131,6 +131,15 @@ def add_tools(sub) -> None:
     e.add_argument("--checkpoint", type=Path, default=None, help="tiny: folder with tiny_dit.safetensors and tiny_vae.safetensors (default: the trained weights shipped with kinema); "
                    "wan: a local Wan diffusers folder (model_index.json, transformer/, vae/, text_encoder/, tokenizer/, scheduler/)")
     e.add_argument("--recipe", default=None, help="wan: quantize the exported bundle with this recipe (int8, int4, fp16, fp32)")
+    e.add_argument("--lora", action="append", default=[], metavar="FILE[:SCALE]",
+                   help="wan: merge a LoRA .safetensors (diffusers/PEFT, Wan/ComfyUI or musubi keys) into the transformer at SCALE "
+                   "(default 1) before tracing; repeat to apply several in order")
+    e.add_argument("--lora-ignore-unmatched", action="store_true", help="wan: merge what matches and warn about LoRA keys that name no module")
+    e.add_argument("--distilled", default=None, metavar="PRESET", help="wan: sampler defaults of a step-distilled model (lightx2v-4step: "
+                   "timesteps 1000,750,500,250, shift 5, guidance 1)")
+    e.add_argument("--timesteps", default=None, metavar="LIST", help="wan: the bundle's distilled timestep list, e.g. 1000,750,500,250 (0-1000, before the shift)")
+    e.add_argument("--shift", type=float, default=None, help="wan: the bundle's default flow shift (default: the scheduler's)")
+    e.add_argument("--guidance", type=float, default=None, help="wan: the bundle's default guidance (default: 5)")
     e.add_argument("--random-init", action="store_true", help="random weights instead of trained ones (for tests)")
     e.add_argument("--no-encoder", action="store_true", help="leave out the video encoder graph (no image/video prompting)")
     e.add_argument("--overwrite", action="store_true", help="replace an existing bundle at --out")

@@ -101,6 +101,8 @@ def cmd_task(args) -> int:
     job = run.prepare(pipe, req, early=early)
     for note in job.notes:
         _say(args, note)
+    for warning in job.warnings:
+        print(f"kinema: warning: {warning}", file=sys.stderr)
     st = job.settings
     t0 = time.perf_counter()
     _say(args, f"{_what(req, job)}, {st.width}x{st.height} @ {st.fps:g} fps, {st.steps} steps, guidance {st.guidance:g}, seed {st.seed}, bundle {pipe.bundle.name}")

@@ -33,6 +33,10 @@ def cmd_info(args) -> int:
     print(f"  video      {v.frames} frames ({v.frame_multiple}k+{v.frame_offset}, max {v.max_frames}) {v.width}x{v.height} "
           f"(multiple of {v.size_multiple}, {v.min_side}-{v.max_side}) @ {v.fps:g} fps")
     print(f"  sampler    {s['sampler']}, {s['steps']} steps, guidance {s['guidance']:g}, shift {s['shift']:g}, {s['prediction']} prediction")
+    if b.spec.sampler.timesteps is not None:
+        print(f"  distilled  timesteps {', '.join(f'{t:g}' for t in b.spec.sampler.timesteps)} (before the shift)")
+    for lora in m.get("loras", []):
+        print(f"  lora       {lora['file']} at scale {lora['scale']:g} (sha256 {lora['sha256'][:12]}...)")
     q = m.get("quantization")
     if q:
         print(f"  quantized  {json.dumps(q)}")
@@ -48,9 +52,15 @@ def cmd_export(args) -> int:
     return EXPORTERS[args.family](args)
 
 
+WAN_ONLY = ("recipe", "lora", "lora_ignore_unmatched", "distilled", "timesteps", "shift", "guidance")
+
+
 def _export_tiny(args) -> int:
     if args.recipe is not None:
         raise KinemaError("--recipe is an option of `export wan`; quantize a tiny bundle with `kinema quantize`")
+    given = [f"--{k.replace('_', '-')}" for k in WAN_ONLY[1:] if getattr(args, k) not in (None, False, [])]
+    if given:
+        raise KinemaError(f"{', '.join(given)}: options of `export wan`, not of `export tiny`")
     try:
         from kinema.export.tiny import export_tiny
     except ImportError as e:
@@ -76,13 +86,20 @@ def _export_wan(args) -> int:
 
         preset(args.recipe)  # an unknown name fails before any weight is loaded
     try:
+        from functools import partial
+
+        from kinema.export.distilled import distilled_from_options
+        from kinema.export.lora import parse_lora_spec
         from kinema.export.wan import export_wan
     except ImportError as e:
         raise KinemaError(f"export needs the torch side: pip install 'kinema[export]' ({e})") from None
+    loras = tuple(parse_lora_spec(v) for v in args.lora)  # a bad spec fails before anything loads
+    distilled = distilled_from_options(args.distilled, args.timesteps, args.shift, args.guidance)
+    export = partial(export_wan, loras=loras, ignore_unmatched=args.lora_ignore_unmatched, distilled=distilled)
     if args.recipe in (None, "fp32"):
-        out = export_wan(args.checkpoint, Path(args.out), overwrite=args.overwrite)
+        out = export(args.checkpoint, Path(args.out), overwrite=args.overwrite)
     else:
-        out = _export_then_quantize(args, export_wan)
+        out = _export_then_quantize(args, export)
     print(f"kinema: wrote bundle {out}", file=sys.stderr)
     return 0
 

@@ -108,6 +108,9 @@ class Engine:
     def sigmas(self, st) -> np.ndarray:
         kind = self.bundle.sampler["prediction"]
         if kind == "flow":
+            listed = self.bundle.spec.sampler.timesteps  # a distilled model's own steps, when run with that many
+            if listed is not None and st.steps == len(listed):
+                return schedules.flow_sigmas_listed(listed, st.shift)
             # The multistep solvers run on the grids diffusers gives them (stopping short of sigma=1).
             fn = schedules.SCHEDULES[samplers.FLOW_SCHEDULE.get(st.sampler, "flow")]
             return fn(st.steps, st.shift)

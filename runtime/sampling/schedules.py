@@ -24,6 +24,7 @@ __all__ = [
     "flow_sigmas",
     "flow_sigmas_multistep",
     "flow_sigmas_unipc",
+    "flow_sigmas_listed",
     "karras_sigmas",
     "vp_sigmas",
     "vp_alphas_cumprod",
@@ -90,6 +91,21 @@ def flow_sigmas_unipc(steps: int, shift: float = 1.0) -> np.ndarray:
     if abs(grid[0] - 1.0) < 1e-6:
         grid[0] -= 1e-6
     return np.append(grid, 0.0)  # (n + 1,)
+
+
+def flow_sigmas_listed(timesteps, shift: float = 1.0) -> np.ndarray:
+    """Rectified-flow sigmas at a distilled model's own timesteps (0-1000, before the shift), then 0.
+
+    σ_i = shift(t_i / 1000), as FlowMatchEulerDiscreteScheduler(shift=shift).set_timesteps(
+    sigmas=[t_i / 1000]) gives them; its model timesteps are σ_i * 1000.
+    """
+    ts = np.asarray(timesteps, dtype=np.float64)
+    s = _check_positive("shift", shift)
+    if ts.ndim != 1 or ts.size < 1 or not np.all(np.isfinite(ts)) or np.any(ts <= 0) or np.any(ts > _FLOW_TRAIN_TIMESTEPS):
+        raise InputError(f"timesteps {timesteps!r} are invalid: they must be numbers in (0, {_FLOW_TRAIN_TIMESTEPS}]")
+    if np.any(np.diff(ts) >= 0):
+        raise InputError(f"timesteps {timesteps!r} are invalid: they must strictly descend")
+    return np.append(_shift(ts / _FLOW_TRAIN_TIMESTEPS, s), 0.0)  # (n + 1,)
 
 
 def karras_sigmas(steps: int, sigma_min: float, sigma_max: float, rho: float = 7.0) -> np.ndarray:
