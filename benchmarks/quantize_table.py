@@ -31,7 +31,21 @@ import common
 
 ROOT = Path(__file__).resolve().parent.parent
 NAME = "quantize_table"
-PRESET_ROWS = (("fp16", "fp16"), ("int8 dynamic", "int8"), ("int8 static", "int8-static"), ("int4 weight-only", "int4"))
+PRESET_ROWS = (("fp16", "fp16"), ("int8 dynamic", "int8"), ("int8 static", "int8-static"), ("int4 weight-only", "int4"), ("int4 HQQ", "int4-hqq"))
+
+
+def _recipe(name: str):
+    """A preset, or "int4-hqq": the int4 preset with ORT's HQQ quantizer for the denoiser's weights."""
+    from dataclasses import replace
+
+    from kinema.quantize.recipes import BundleRecipe, preset
+
+    if name != "int4-hqq":
+        return name
+    base = preset("int4")
+    comps = dict(base.components)
+    comps["denoiser"] = replace(comps["denoiser"], algorithm="hqq")
+    return BundleRecipe("int4-hqq", comps)
 
 
 def _fmt(v, spec, none="-"):
@@ -65,9 +79,11 @@ def main(argv=None) -> int:
 
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--bundle", type=Path, default=None, help="fp32 source bundle (default: the built-in kinema-tiny, or an fp32 export of its weights when it is quantized)")
-    ap.add_argument("--prompts", type=int, default=20, help="ShapesBench rows (x 1 seed) for the table (default: 20)")
+    ap.add_argument("--prompts", type=int, default=100, help="ShapesBench rows (x 1 seed) for the table (default: 100)")
     ap.add_argument("--target-psnr", type=float, default=35.0, help="target of the mixed-precision search, dB (default: 35)")
-    ap.add_argument("--search-prompts", type=int, default=4, help="ShapesBench rows the search measures each unit on (default: 4)")
+    ap.add_argument("--search-prompts", type=int, default=8, help="ShapesBench rows the search measures on (default: 8)")
+    ap.add_argument("--heldout-prompts", type=int, default=16, help="other rows the searched recipe is measured on once (default: 16)")
+    ap.add_argument("--sensitivity", default="text_encoder,denoiser", help="graphs whose per-group sensitivity the report shows (default: text_encoder,denoiser; empty: none)")
     ap.add_argument("--threads", type=int, default=1, help="ONNX Runtime threads per graph for every run (default: 1)")
     ap.add_argument("--work", type=Path, default=None, help="keep the quantized bundles in this folder")
     ap.add_argument("--out", type=Path, default=common.RESULTS,
@@ -95,7 +111,7 @@ def main(argv=None) -> int:
             if not out.exists():
                 log(f"quantize {preset}")
                 with common.Stopwatch() as sw:
-                    quantize_bundle(src, out, preset)
+                    quantize_bundle(src, out, _recipe(preset))
                 made[preset] = round(sw.seconds, 1)
             bundles.append(out)
             names.append(label)
@@ -104,7 +120,7 @@ def main(argv=None) -> int:
             log(f"search --target-psnr {args.target_psnr:g}")
             with common.Stopwatch() as sw:
                 search_recipe(src, mixed, args.target_psnr, settings=CompareSettings.default(load_bundle(src, verify_hashes=False), args.search_prompts),
-                              threads=args.threads, progress=log)
+                              heldout_prompts=args.heldout_prompts, threads=args.threads, progress=log)
             made["mixed"] = round(sw.seconds, 1)
         search = load_bundle(mixed, verify_hashes=False).manifest["quantization"]["search"]
         chosen = ", ".join(f"{u} {lvl}" for u, lvl in search["chosen"].items() if lvl != "fp32")
@@ -113,7 +129,8 @@ def main(argv=None) -> int:
 
         settings = CompareSettings.default(load_bundle(src, verify_hashes=False), args.prompts, seeds=(0,), detail_prompts=2)
         log(f"compare {len(bundles) + 1} bundles on {len(settings.prompts)} prompts")
-        report, videos = compare_bundles(src, bundles, settings, threads=args.threads, cost=True, cost_repeats=2, progress=log)
+        graphs = tuple(g for g in args.sensitivity.split(",") if g)
+        report, videos = compare_bundles(src, bundles, settings, threads=args.threads, cost=True, cost_repeats=2, progress=log, sensitivity=graphs)
         report_dir = write_report(report, videos, folder / "report", overwrite=True)
     finally:
         if args.work is None:
@@ -125,7 +142,8 @@ def main(argv=None) -> int:
     cpu_ratio = fp32["cost"]["step_cpu_s"] / int8["cost"]["step_cpu_s"]
     d_adh = int8["adherence"] - fp32["adherence"]
     wall, cpu = run.elapsed(), time.process_time() - c0
-    given = [f"--{k.replace('_', '-')} {v}" for k, v in vars(args).items() if k in ("bundle", "prompts", "search_prompts", "target_psnr", "threads") and v != ap.get_default(k)]
+    given = [f"--{k.replace('_', '-')} {v}" for k, v in vars(args).items() if k in ("bundle", "prompts", "search_prompts", "heldout_prompts", "target_psnr", "threads") and v != ap.get_default(k)]
+    int4 = by["int4 weight-only"]
     command = " ".join(["python benchmarks/quantize_table.py", *given])
     s = report["settings"]
     lines = [
@@ -138,8 +156,9 @@ def main(argv=None) -> int:
         f"int8 dynamic vs fp32 denoiser step: {ratio:.2f}x faster wall-clock, {cpu_ratio:.2f}x by CPU time "
         f"({fp32['cost']['step_s'] * 1000:.1f} -> {int8['cost']['step_s'] * 1000:.1f} ms); "
         f"adherence {fp32['adherence']:.3f} -> {int8['adherence']:.3f} ({d_adh:+.3f}).",
-        f"Searched mixed recipe (target {args.target_psnr:g} dB on {len(search['prompts'])} prompts): {chosen}; measured {search['measured_psnr_db']:.2f} dB "
-        f"in the search, {search['evaluations']} evaluations in {search['seconds']:.0f} s.",
+        f"int4 weight-only vs fp32 adherence {int4['adherence'] - fp32['adherence']:+.3f} on {len(s['prompts'])} prompts; size {int4['bytes'] / 2**20:.1f} MiB "
+        f"against int8's {int8['bytes'] / 2**20:.1f}, denoiser step {int4['cost']['step_s'] * 1000:.1f} ms against int8's {int8['cost']['step_s'] * 1000:.1f}.",
+        _search_line(search, chosen, args.target_psnr),
         "",
         f"Run: `{command}` — {wall:.0f} s wall, {cpu:.0f} s CPU in the main process; "
         f"load average at the end {_loadavg()}.",
@@ -165,6 +184,16 @@ def main(argv=None) -> int:
     common.write_result(NAME, result, text, args.out)
     print(text)
     return 0
+
+
+def _search_line(search: dict, chosen: str, target: float) -> str:
+    dev, held = search["development"], search["held_out"]
+    line = (f"Searched mixed recipe (target {target:g} dB): {chosen}. Development, {dev['videos']} videos the search measured on: mean video PSNR "
+            f"{dev['mean_psnr_db']:.2f} dB (one-sided 95% lower bound {dev['lower_bound_psnr_db']} dB, the stopping rule); ")
+    if held:
+        line += (f"held out, {held['videos']} videos it never saw: mean {held['mean_psnr_db']:.2f} dB (lower bound {held['lower_bound_psnr_db']} dB), "
+                 f"{held['mean_psnr_db'] - dev['mean_psnr_db']:+.2f} dB against development; ")
+    return line + f"{search['evaluations']} evaluations in {search['seconds']:.0f} s."
 
 
 def _shown(path: Path) -> str:
