@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import logging
 import shutil
+import warnings
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -185,7 +186,10 @@ def _apply_weight_only(p: ComponentPlan, src: Path, dst: Path, external_data: bo
         nodes_to_exclude=keep,
         algo_config=algo,
     )
-    q.process()
+    with warnings.catch_warnings():
+        # HQQ hands ONNX's read-only weight arrays to torch.from_numpy, which warns; it only reads them
+        warnings.filterwarnings("ignore", message="The given NumPy array is not writable")
+        q.process()
     if algo is not None and r.accuracy_level is not None:
         _set_accuracy_level(q.model.model.graph, r.accuracy_level)  # HQQ's config has no accuracy level of its own
     q.model.save_model_to_file(str(dst), use_external_data_format=external_data)
