@@ -173,8 +173,10 @@ class _Trials:
 def stats(psnrs: list[float]) -> dict:
     """Per-video PSNRs (dB, capped at 99) summarised: mean, its one-sided 95% lower bound, spread."""
     bound = mean_lower_bound(psnrs)
+    mse = np.mean([10 ** (-p / 10) for p in psnrs])  # in units of 255^2; the videos are of one size
     return {
         "videos": len(psnrs),
+        "pooled_psnr_db": round(float(-10 * math.log10(mse)), 3),
         "mean_psnr_db": round(float(np.mean(psnrs)), 3),
         "lower_bound_psnr_db": None if bound is None else round(bound, 3),
         "min_psnr_db": round(min(psnrs), 3),

@@ -66,6 +66,7 @@ def test_search_meets_target_measured_independently(searched, tiny_bundle):
         per.append(99.0 if e == 0 else min(99.0, 10 * math.log10(255.0**2 / e)))
     assert held["per_video_psnr_db"] == pytest.approx(per, abs=1e-3)
     assert held["mean_psnr_db"] == pytest.approx(np.mean(per), abs=1e-3)
+    assert dev["pooled_psnr_db"] == pytest.approx(s["measured_psnr_db"], abs=2e-3)  # the same pooled figure two ways
     print(f"development mean {dev['mean_psnr_db']} dB (bound {dev['lower_bound_psnr_db']}), held out mean {held['mean_psnr_db']} dB")
     graphs = sum(c["bytes"] for c in b.components.values())
     assert graphs == s["graph_bytes"] < s["fp32_graph_bytes"]
