@@ -310,7 +310,7 @@ def test_encoder_graph_matches_diffusers_encode(wan_export, reference, frames, h
     ref = diffusers_encode(reference.vae, x).numpy()
     assert ours.shape == ref.shape == (1, 16, (frames - 1) // 4 + 1, h // 8, w // 8)
     assert ref.std() > 0.05
-    assert np.abs(ours - ref).max() < 1e-4  # measured
+    assert np.abs(ours - ref).max() < 1e-4  # measured 1.2e-7 / 2.1e-7
 
 
 @pytest.mark.slow
