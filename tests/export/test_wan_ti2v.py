@@ -138,7 +138,7 @@ def test_known_leading_frames_follow_the_ti2v_formulation(reference, pipe):
     assert np.abs(ours - ref).max() < 1e-4  # measured 3.9e-6 (the known frames: 0)
 
 
-def test_animate_and_extend_commands_run(ti2v_export, tmp_path):
+def test_animate_and_extend_commands_run(ti2v_export, tmp_path, capsys):
     bundle = str(ti2v_export[1])
     rng = np.random.default_rng(1)
     Image.fromarray(rng.integers(0, 256, (64, 96, 3), dtype=np.uint8)).save(tmp_path / "image.png")
@@ -148,3 +148,9 @@ def test_animate_and_extend_commands_run(ti2v_export, tmp_path):
     assert read_video(tmp_path / "a.mp4")[0].shape[0] == 9
     assert main(["extend", str(tmp_path / "clip.mp4"), "--seconds", "0.5", *fast, "-o", str(tmp_path / "e.mp4")]) == 0
     assert read_video(tmp_path / "e.mp4")[0].shape[0] == 9 + 12  # 0.5 s at 24 fps: 3 latent frames of 4
+    capsys.readouterr()
+    # A known last frame was not declared (nor tested): extending backward is refused in one line, before any graph runs.
+    assert main(["extend", str(tmp_path / "clip.mp4"), "--seconds", "0.5", "--backward", *fast, "-o", str(tmp_path / "b.mp4")]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.count("\n") == 0 and "cannot extend a video backward" in err and "known_frames = ['first', 'leading']" in err, err
+    assert not (tmp_path / "b.mp4").exists()
