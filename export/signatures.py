@@ -33,3 +33,8 @@ def denoiser_spec(*, atol: float, rtol: float) -> GraphSpec:
         atol=atol,
         rtol=rtol,
     )
+
+
+def encoder_spec(*, atol: float, rtol: float) -> GraphSpec:
+    """frames (B, F, FH, FW, 3) in [0, 1] -> normalised latents (B, C, t, h, w)."""
+    return GraphSpec("encoder", ("frames",), ("latents",), {"frames": {0: "B", 1: "F", 2: "FH", 3: "FW"}, "latents": {0: "B"}}, atol=atol, rtol=rtol)

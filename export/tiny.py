@@ -15,7 +15,7 @@ from kinema.models.weights import DIT_WEIGHTS, VAE_WEIGHTS, load_weights
 from kinema.runtime.bundle.writer import write_bundle
 from kinema.export.tiny_manifest import manifest_fields
 from kinema.export.onnx_graph import ComponentExport, GraphSpec, export_components
-from kinema.export.signatures import denoiser_spec, text_encoder_spec
+from kinema.export.signatures import denoiser_spec, encoder_spec, text_encoder_spec
 
 TEXT_TOL = dict(atol=2e-4, rtol=1e-3)
 DENOISER_TOL = dict(atol=2e-4, rtol=1e-3)
@@ -158,7 +158,7 @@ def decoder_graphs(vae: TinyVAE, c: int) -> Iterator[ComponentExport]:
 
 
 def encoder_graph(vae: TinyVAE) -> ComponentExport:
-    spec = GraphSpec("encoder", ("frames",), ("latents",), {"frames": {0: "B", 1: "F", 2: "FH", 3: "FW"}, "latents": {0: "B"}}, **DECODER_TOL)
+    spec = encoder_spec(**DECODER_TOL)
     return ComponentExport(
         spec,
         EncoderGraph(vae).eval(),

@@ -1,4 +1,4 @@
-"""Export a Wan 2.1/2.2 text-to-video checkpoint (a local diffusers folder) to a bundle.
+"""Export a Wan 2.1/2.2 checkpoint (a local diffusers folder: text-to-video, and Wan 2.2 TI2V's image-to-video) to a bundle.
 
     kinema export wan --checkpoint Wan2.1-T2V-1.3B-Diffusers --out wan-1.3b
 
@@ -278,9 +278,10 @@ def export_wan_modules(
         raise InputError(f"transformer patch_size {tuple(tcfg.patch_size)} is an unsupported variant; expected (1, p, p)")
     # The latent is patchified by p_h inside the transformer; the VAE's own patch is inside its spatial factor.
     latent_multiple = p_h
+    ti2v = variant == "wan2.2-ti2v"
 
     def build(stage: Path) -> dict:
-        comps = export_components(stage, wan_graphs(transformer, vae, text_encoder, n_train=n_train, latent_multiple=latent_multiple))
+        comps = export_components(stage, wan_graphs(transformer, vae, text_encoder, n_train=n_train, latent_multiple=latent_multiple, ti2v=ti2v))
         cache_in = [i["name"] for i in comps["decoder_step"]["inputs"][1:]]
         cache_out = [o["name"] for o in comps["decoder_step"]["outputs"][1:]]
         d = defaults
@@ -294,7 +295,7 @@ def export_wan_modules(
             "latent": {"channels": z, "temporal_compression": temporal, "spatial_compression": spatial, "normalised": True},
             "video": _video_rules(d, size_multiple, temporal),
             "sampler": {**sampler, "steps": d.steps, "guidance": d.guidance, "negative_prompt": "", **(distilled.sampler_fields() if distilled else {})},
-            "conditioning": {"text": True, "cond_latents": False, "negative_prompt": True},
+            "conditioning": _conditioning(ti2v),
             "decoder": {
                 "prefix_latent_frames": 1,
                 "step_latent_frames": 1,
@@ -306,7 +307,7 @@ def export_wan_modules(
                 "vae": {k: _plain(vcfg[k]) for k in ("base_dim", "z_dim", "dim_mult", "is_residual", "patch_size")},
                 "scheduler": {k: _plain(v) for k, v in scheduler.items() if not k.startswith("_") or k == "_class_name"},
                 # The denoiser graph floors sigma * num_train_timesteps, as Wan's schedulers hand it integer timesteps.
-                "timestep": f"floor(sigma * {n_train})",
+                "timestep": f"floor(sigma * {n_train})" + (" per token, 0 on known latent frames" if ti2v else ""),
             },
             "tools": TOOLS,
             **({"loras": list(loras)} if loras else {}),
@@ -316,6 +317,13 @@ def export_wan_modules(
         tok_path = Path(tmp) / "tokenizer.json"
         pad_id = convert_tokenizer(Path(tokenizer_dir), tok_path)  # before any tracing: a bad tokenizer fails fast
         return write_bundle(out, build, overwrite=overwrite)
+
+
+def _conditioning(ti2v: bool) -> dict:
+    """Wan 2.2 TI2V takes known leading latent frames (its image-to-video: the first); Wan 2.1 text-to-video none."""
+    if ti2v:
+        return {"text": True, "cond_latents": True, "negative_prompt": True, "known_frames": ["first", "leading"]}
+    return {"text": True, "cond_latents": False, "negative_prompt": True}
 
 
 def _plain(v):

@@ -6,14 +6,15 @@ from collections.abc import Iterator
 
 import torch
 
-from kinema.models.wan import WanDecoderPrefix, WanDecoderStep, WanDenoiser, WanTextEncoder
+from kinema.models.wan import WanDecoderPrefix, WanDecoderStep, WanDenoiser, WanEncoder, WanTextEncoder, WanTI2VDenoiser
 
 from kinema.export.onnx_graph import ComponentExport, GraphSpec
-from kinema.export.signatures import denoiser_spec, text_encoder_spec
+from kinema.export.signatures import denoiser_spec, encoder_spec, text_encoder_spec
 
 TEXT_TOL = dict(atol=1e-4, rtol=1e-3)
 DENOISER_TOL = dict(atol=1e-4, rtol=1e-3)
 DECODER_TOL = dict(atol=1e-4, rtol=1e-3)
+ENCODER_TOL = dict(atol=1e-4, rtol=1e-3)
 
 
 def _randn(*shape, seed):
@@ -30,22 +31,28 @@ def text_encoder_graph(text_encoder) -> ComponentExport:
     return ComponentExport(text_encoder_spec(**TEXT_TOL), WanTextEncoder(text_encoder).eval(), (ids, torch.ones_like(ids)), (ids_chk, mask_chk))
 
 
-def denoiser_graph(transformer, n_train: int, z: int, latent_multiple: int) -> ComponentExport:
+def denoiser_graph(transformer, n_train: int, z: int, latent_multiple: int, *, ti2v: bool = False) -> ComponentExport:
+    """Wan 2.1 ignores known frames; Wan 2.2 TI2V takes them (checked with the first latent frame known)."""
     text_dim = transformer.config.text_dim
 
     def den_inputs(b, t, h, w, length, seed):
         mask = torch.ones(b, length, dtype=torch.int64)
         mask[0, length // 2 :] = 0
+        shape = (b, z, t, h * latent_multiple, w * latent_multiple)
+        known = torch.zeros(b, 1, t, 1, 1)
+        if ti2v:
+            known[:, :, 0] = 1
         return (
-            _randn(b, z, t, h * latent_multiple, w * latent_multiple, seed=seed),
+            _randn(*shape, seed=seed),
             torch.rand(b, generator=torch.Generator().manual_seed(seed)),
             _randn(b, length, text_dim, seed=seed + 1),
             mask,
-            torch.zeros(b, z, t, h * latent_multiple, w * latent_multiple),
-            torch.zeros(b, 1, t, 1, 1),
+            _randn(*shape, seed=seed + 2) if ti2v else torch.zeros(shape),
+            known,
         )
 
-    return ComponentExport(denoiser_spec(**DENOISER_TOL), WanDenoiser(transformer, n_train).eval(), den_inputs(2, 2, 2, 3, 8, 0), den_inputs(1, 3, 3, 2, 11, 1))
+    wrapper = WanTI2VDenoiser(transformer, n_train) if ti2v else WanDenoiser(transformer, n_train)
+    return ComponentExport(denoiser_spec(**DENOISER_TOL), wrapper.eval(), den_inputs(2, 2, 2, 3, 8, 0), den_inputs(1, 3, 3, 2, 11, 1))
 
 
 def decoder_graphs(vae, z: int) -> Iterator[ComponentExport]:
@@ -78,12 +85,23 @@ def decoder_graphs(vae, z: int) -> Iterator[ComponentExport]:
     yield ComponentExport(spec, step, step_inputs(2, h0, w0, 6), step_inputs(1, 3, 5, 8))
 
 
-def wan_graphs(transformer, vae, text_encoder, *, n_train: int, latent_multiple: int) -> Iterator[ComponentExport]:
+def encoder_graph(vae) -> ComponentExport:
+    """The VAE encoder over a whole clip: traced at B=2 and 5 frames (B=1 would freeze the batch), checked at 9 frames and at one (an image)."""
+    s = vae.config.scale_factor_spatial
+
+    def frames(b, f, h, w, seed):
+        return (torch.rand(b, f, h * s, w * s, 3, generator=torch.Generator().manual_seed(seed)),)
+
+    return ComponentExport(encoder_spec(**ENCODER_TOL), WanEncoder(vae).eval(), frames(2, 5, 2, 3, 9), [frames(1, 9, 3, 2, 10), frames(1, 1, 4, 3, 11)])
+
+
+def wan_graphs(transformer, vae, text_encoder, *, n_train: int, latent_multiple: int, ti2v: bool = False) -> Iterator[ComponentExport]:
     """Every graph of a Wan bundle, in the order they are exported (and listed in the manifest)."""
     z = vae.config.z_dim
     yield text_encoder_graph(text_encoder)
-    yield denoiser_graph(transformer, n_train, z, latent_multiple)
+    yield denoiser_graph(transformer, n_train, z, latent_multiple, ti2v=ti2v)
     yield from decoder_graphs(vae, z)
+    yield encoder_graph(vae)
 
 
 __all__ = ["wan_graphs"]

@@ -6,8 +6,11 @@ gives it the forward of one bundle graph (docs/bundle_format.md, the graph signa
 - WanTextEncoder:   UMT5 encoder; token states zeroed past each prompt's length, as
                     WanPipeline does before the denoiser sees them.
 - WanDenoiser:      WanTransformer3DModel; the flow sigma in, Wan's integer timestep inside.
+- WanTI2VDenoiser:  the same for Wan 2.2 TI2V, with known latent frames and a timestep per token.
 - WanDecoderPrefix / WanDecoderStep: AutoencoderKLWan's decode, one latent frame per call,
                     with diffusers' Python-side feature cache turned into explicit tensors.
+- WanEncoder:       AutoencoderKLWan's encode (the posterior's mean), normalised, over a whole
+                    clip in one call.
 
 Nothing here is exported or checked; export/wan.py does that.
 """
@@ -17,6 +20,7 @@ from __future__ import annotations
 import copy
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 # diffusers' decoder keeps this many past frames per causal convolution (its CACHE_T).
@@ -64,6 +68,33 @@ class WanDenoiser(nn.Module):
         # inputs); the runtime feeds every input of the common signature.
         unused = (text_mask.sum() + cond_latents.sum() + cond_mask.sum()) * 0.0
         return pred + unused.to(pred.dtype)  # (B, C, T, H, W)
+
+
+class WanTI2VDenoiser(WanDenoiser):
+    """Wan 2.2 TI2V: known latent frames (cond_mask 1) are given clean, with timestep 0.
+
+    What WanImageToVideoPipeline does with expand_timesteps: the transformer sees
+    cond_latents where a latent frame is known and latents elsewhere, and each patch token
+    gets its own timestep, 0 on known frames and floor(sigma * N) on the others. With no
+    frame known this is WanPipeline's expand_timesteps call (every token at floor(sigma * N)).
+    The prediction on known frames is the network's; the runtime holds those frames at
+    cond_latents, as the pipeline puts its condition back into the final latents.
+    """
+
+    def __init__(self, transformer: nn.Module, num_train_timesteps: int = 1000):
+        super().__init__(transformer, num_train_timesteps)
+        p_t, self.p_h, self.p_w = transformer.config.patch_size
+        if p_t != 1:
+            raise ValueError(f"Wan TI2V transformer patch_size {tuple(transformer.config.patch_size)}: a timestep per token needs p_t = 1")
+
+    def forward(self, latents, timestep, text_embeds, text_mask, cond_latents, cond_mask):
+        b, _, t, h, w = latents.shape
+        x = cond_mask * cond_latents + (1.0 - cond_mask) * latents  # (B, C, T, H, W)
+        free = 1.0 - cond_mask[:, 0, :, 0, 0]  # (B, T): 1 where the frame is to be made
+        steps = free * torch.floor(timestep * self.num_train_timesteps)[:, None]  # (B, T)
+        tokens = steps[:, :, None, None].expand(b, t, h // self.p_h, w // self.p_w).reshape(b, -1)  # (B, T h w / p^2)
+        pred = self.transformer(hidden_states=x, timestep=tokens, encoder_hidden_states=text_embeds, return_dict=False)[0]
+        return pred + (text_mask.sum() * 0.0).to(pred.dtype)  # (B, C, T, H, W); text_mask kept in the graph
 
 
 class Nearest2x(nn.Module):
@@ -194,13 +225,91 @@ class WanDecoderStep(_DecoderBase):
         return (self._frames(out), *feat_cache[: self.num_caches])
 
 
+class WholeClipDownsample3d(nn.Module):
+    """A WanResample "downsample3d" over a whole clip in one call: what diffusers' chunked encode computes.
+
+    diffusers encodes frame 0 alone, then 4 frames at a time; a chunk's temporal conv (kernel
+    3, stride 2, no padding) sees the previous chunk's last frame in front of its own. So frame
+    0 passes through and frames (0, 1, 2), (2, 3, 4), ... are convolved: a stride-2 conv over
+    the clip. Two zero frames appended keep that defined for a one-frame clip; the output they
+    add is dropped.
+    """
+
+    def __init__(self, resample: nn.Module):
+        super().__init__()
+        self.resample = resample.resample
+        self.time_conv = resample.time_conv
+
+    def forward(self, x, feat_cache=None, feat_idx=None):
+        b, c, t, h, w = x.shape
+        x = self.resample(x.permute(0, 2, 1, 3, 4).reshape(b * t, c, h, w))  # (B t, C, h/2, w/2)
+        x = x.view(b, t, x.size(1), x.size(2), x.size(3)).permute(0, 2, 1, 3, 4)  # (B, C, t, h/2, w/2)
+        later = self.time_conv(F.pad(x, (0, 0, 0, 0, 0, 2)))[:, :, :-1]  # (B, C, (t - 1) / 2, h/2, w/2)
+        return torch.cat([x[:, :, :1], later], dim=2)
+
+
+def whole_clip_encoder(encoder: nn.Module) -> nn.Module:
+    """A copy of a WanEncoder3d that encodes a whole clip in one call (no feature cache); the original is untouched.
+
+    Without a cache every causal conv pads its clip with zeros in front, which is what the
+    chunked encode's caches amount to; the temporal downsamplers are the one layer whose
+    cacheless forward differs (it skips the temporal conv), so they become WholeClipDownsample3d.
+    """
+    from diffusers.models.autoencoders.autoencoder_kl_wan import WanResample
+
+    encoder = copy.deepcopy(encoder)
+    for module in list(encoder.modules()):
+        for name, child in list(module.named_children()):
+            if isinstance(child, WanResample) and child.mode == "downsample3d":
+                setattr(module, name, WholeClipDownsample3d(child))
+    return encoder
+
+
+class WanEncoder(nn.Module):
+    """frames (B, F, H, W, 3) in [0, 1] -> normalised latents (B, z, (F - 1)/4 + 1, H/s, W/s).
+
+    The posterior's mean of AutoencoderKLWan.encode, normalised as WanImageToVideoPipeline
+    normalises its condition: (mean - latents_mean) / latents_std. The first 4k + 1 frames and
+    the top-left multiple-of-s pixels are encoded (the runtime feeds exactly those sizes);
+    cropping in the graph also tells the exporter that the sizes divide evenly.
+    """
+
+    def __init__(self, vae: nn.Module):
+        super().__init__()
+        cfg = vae.config
+        self.encoder = whole_clip_encoder(vae.encoder)
+        self.quant_conv = vae.quant_conv
+        self.patch_size = cfg.patch_size
+        self.temporal = int(cfg.scale_factor_temporal)
+        self.spatial = int(cfg.scale_factor_spatial)
+        z = self.z_dim = cfg.z_dim
+        self.register_buffer("latents_mean", torch.tensor(cfg.latents_mean, dtype=torch.float32).view(1, z, 1, 1, 1))
+        # WanImageToVideoPipeline multiplies by 1 / std; so does this graph, for the same rounding.
+        self.register_buffer("latents_inv_std", 1.0 / torch.tensor(cfg.latents_std, dtype=torch.float32).view(1, z, 1, 1, 1))
+
+    def forward(self, frames):
+        _, f, h, w, _ = frames.shape
+        m, s = self.temporal, self.spatial
+        frames = frames[:, : m * ((f - 1) // m) + 1, : s * (h // s), : s * (w // s)]  # (B, 4k+1, H, W, 3)
+        x = frames.permute(0, 4, 1, 2, 3) * 2.0 - 1.0  # (B, 3, F, H, W) in [-1, 1]
+        if self.patch_size is not None:
+            from diffusers.models.autoencoders.autoencoder_kl_wan import patchify
+
+            x = patchify(x, patch_size=self.patch_size)  # (B, 3 p p, F, H/p, W/p)
+        moments = self.quant_conv(self.encoder(x))  # (B, 2 z, k + 1, H/s, W/s)
+        return (moments[:, : self.z_dim] - self.latents_mean) * self.latents_inv_std
+
+
 __all__ = [
     "CACHE_FRAMES",
     "Nearest2x",
     "WanDecoderPrefix",
     "WanDecoderStep",
     "WanDenoiser",
+    "WanEncoder",
+    "WanTI2VDenoiser",
     "WanTextEncoder",
     "decoder_cache_count",
     "export_friendly_decoder",
+    "whole_clip_encoder",
 ]

@@ -19,7 +19,7 @@ from kinema.runtime.errors import InputError
 from kinema.runtime.video.core import Video
 
 sys.path.insert(0, str(Path(__file__).parent))
-from wan_tiny import WORDS, save_checkpoint, tiny_modules, tiny_tokenizer  # noqa: E402
+from wan_tiny import WORDS, diffusers_encode, save_checkpoint, tiny_modules, tiny_tokenizer  # noqa: E402
 
 PROMPT = "a red cat running on the beach"
 
@@ -226,7 +226,8 @@ def test_manifest_records_wan_rules_and_dynamic_axes(wan_export):
     assert m["sampler"] == {"prediction": "flow", "schedule": "flow", "sampler": "unipc", "shift": 3.0, "steps": 50, "guidance": 5.0, "negative_prompt": ""}
     v = m["video"]
     assert (v["frame_multiple"], v["frame_offset"], v["size_multiple"], v["fps"], v["frames"], v["height"], v["width"]) == (4, 1, 16, 16.0, 81, 480, 832)
-    assert m["conditioning"]["cond_latents"] is False
+    assert m["conditioning"] == {"text": True, "cond_latents": False, "negative_prompt": True}  # Wan 2.1 was not trained with known frames
+    assert m["components"]["encoder"]["outputs"][0]["shape"][:2] == ["B", 16]
     assert m["tokenizer"]["max_length"] == 512 and m["tokenizer"]["pad_id"] == 0
     den = {i["name"]: i["shape"] for i in m["components"]["denoiser"]["inputs"]}
     assert den["latents"] == ["B", 16, "T", "H", "W"] and den["text_embeds"] == ["B", "L", 32] and den["timestep"] == ["B"]
@@ -297,6 +298,19 @@ def test_streaming_decoder_graphs_match_diffusers_decode(wan_export, reference, 
         ref = _diffusers_decode(reference.vae, z).numpy()
     assert ours.shape == ref.shape == (1, 4 * t - 3, 8 * h, 8 * w, 3)
     assert np.abs(ours - ref).max() < 1e-4  # measured 1.2e-7
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("frames,h,w", [(1, 48, 80), (9, 64, 40)])
+def test_encoder_graph_matches_diffusers_encode(wan_export, reference, frames, h, w):
+    """At shapes other than the traced (2, 5, 16, 24): an image and a 9-frame clip."""
+    pipe = Pipeline.from_bundle(wan_export[1])
+    x = torch.rand(1, frames, h, w, 3, generator=torch.Generator().manual_seed(frames))
+    (ours,) = pipe.session("encoder").run(None, {"frames": x.numpy()})
+    ref = diffusers_encode(reference.vae, x).numpy()
+    assert ours.shape == ref.shape == (1, 16, (frames - 1) // 4 + 1, h // 8, w // 8)
+    assert ref.std() > 0.05
+    assert np.abs(ours - ref).max() < 1e-4  # measured 1.2e-7 / 2.1e-7
 
 
 @pytest.mark.slow

@@ -73,3 +73,13 @@ def save_checkpoint(folder: Path, seed: int = 0, *, wan22: bool = False):
                        expand_timesteps=wan22)
     pipe.save_pretrained(folder, safe_serialization=True)
     return pipe
+
+
+def diffusers_encode(vae, frames):
+    """The condition WanImageToVideoPipeline makes of frames (B, F, H, W, 3) in [0, 1]: the posterior's mode, (mode - mean) / std."""
+    c = vae.config
+    mean = torch.tensor(c.latents_mean).view(1, c.z_dim, 1, 1, 1)
+    inv_std = 1.0 / torch.tensor(c.latents_std).view(1, c.z_dim, 1, 1, 1)
+    with torch.no_grad():
+        mode = vae.encode(frames.permute(0, 4, 1, 2, 3) * 2.0 - 1.0).latent_dist.mode()  # (B, z, t, h, w)
+    return (mode - mean) * inv_std
