@@ -204,6 +204,12 @@ class _Tee:
         self.stream.flush()
         self.f.flush()
 
+    def isatty(self):
+        return False  # no colour codes in the log
+
+    def __getattr__(self, name):  # encoding, fileno and the rest: the terminal's
+        return getattr(self.stream, name)
+
 
 def train(args) -> int:
     """One call: build, resume, train until the budget ends, save; the step reached."""
