@@ -58,12 +58,13 @@ class TextEncoder(nn.Module):
 
 @torch.no_grad()
 def encode_captions(encoder: TextEncoder, tokenizer, captions: list[str], batch: int = 256):
-    """Token states (N, L, 384) float32 and mask (N, L) int64 for a list of captions."""
+    """Token states (N, L, 384) float32 and mask (N, L) int64, on the CPU, for a list of captions (encoded where the encoder is)."""
+    device = next(encoder.parameters()).device
     embeds, masks = [], []
     for i in range(0, len(captions), batch):
         enc = tokenizer.encode_batch(captions[i : i + batch])
         ids = torch.tensor([e.ids for e in enc], dtype=torch.int64)
         mask = torch.tensor([e.attention_mask for e in enc], dtype=torch.int64)
-        embeds.append(encoder(ids, mask))
+        embeds.append(encoder(ids.to(device), mask.to(device)).cpu())
         masks.append(mask)
     return torch.cat(embeds), torch.cat(masks)

@@ -15,7 +15,7 @@ import torch
 from kinema.models import shapes_world as world
 from kinema.models.text_encoder import TextEncoder, encode_captions, load_tokenizer
 from kinema.models.tiny_vae import TinyVAE, VAEConfig
-from kinema.models.train_loop import train_autocast
+from kinema.models.train_loop import default_device, train_autocast
 from kinema.models.weights import VAE_WEIGHTS, load_weights
 
 # (frames, height, width) -> share of training samples. Mostly the default clip; other
@@ -44,15 +44,17 @@ def pick_bucket(rng: np.random.Generator):
 
 
 @torch.no_grad()
-def build_dataset(out: Path, cfg):
+def build_dataset(out: Path, cfg, device: torch.device | str | None = None):
     """Render clips per bucket, encode them with the trained VAE, embed `cfg.captions` captions each.
 
     `cfg` is the DiT stage's DiTTrainConfig (its seed, clips and captions are read here).
+    The networks run on `device` (default: a GPU when at hand); the cache is on the CPU.
     """
     path = out / "dit_data.pt"
     if path.exists():
         return torch.load(path, weights_only=False)
-    vae = load_weights(TinyVAE(VAEConfig()), VAE_WEIGHTS).eval()
+    device = torch.device(device or default_device())
+    vae = load_weights(TinyVAE(VAEConfig()), VAE_WEIGHTS).eval().to(device)
     rng = np.random.default_rng(cfg.seed + 1)
     data = {"buckets": {}, "captions": []}
     captions: list[str] = []
@@ -62,15 +64,15 @@ def build_dataset(out: Path, cfg):
         lat, caps = [], []
         for i in range(0, n, 64):
             video, specs = render_batch(rng, min(64, n - i), *key)
-            with train_autocast():
-                mean, _ = vae.encode_moments(video)
-            lat.append(vae._norm(mean.float()).half())
+            with train_autocast(device):
+                mean, _ = vae.encode_moments(video.to(device))
+            lat.append(vae._norm(mean.float()).half().cpu())
             for s in specs:
                 caps.append(list(range(len(captions), len(captions) + cfg.captions)))
                 captions += [world.caption(s, rng) for _ in range(cfg.captions)]
         data["buckets"][key] = {"latents": torch.cat(lat), "captions": torch.tensor(caps)}
         print(f"data: bucket {key}: {n} clips, {time.time() - t0:.0f}s", flush=True)
-    encoder, tokenizer = TextEncoder.pretrained(), load_tokenizer()
+    encoder, tokenizer = TextEncoder.pretrained().to(device), load_tokenizer()
     unique = sorted(set(captions) | {""})
     index = {c: i for i, c in enumerate(unique)}
     emb, mask = encode_captions(encoder, tokenizer, unique)

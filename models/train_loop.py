@@ -42,8 +42,15 @@ def _cpu_has_bf16() -> bool:
     return "avx512_bf16" in flags or "amx_bf16" in flags
 
 
-def train_autocast():
-    """The stages' autocast: bf16 where the CPU runs it natively, else fp32 (autocast off)."""
+def default_device() -> torch.device:
+    """Where training runs unless told: the first CUDA GPU when one is at hand, else the CPU."""
+    return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+
+
+def train_autocast(device: torch.device | str = "cpu"):
+    """The stages' autocast: bf16 on a GPU; on the CPU bf16 where it runs natively, else fp32 (autocast off)."""
+    if torch.device(device).type == "cuda":
+        return torch.autocast("cuda", dtype=torch.bfloat16)
     return torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16_is_fast())
 
 
@@ -103,7 +110,7 @@ def load_checkpoint(path: Path, modules: dict[str, torch.nn.Module], opt, rng: n
     """Restores what `save_checkpoint` wrote (modules, optimiser, rng) and returns the whole state; None without a checkpoint."""
     if not path.exists():
         return None
-    state = torch.load(path, weights_only=False)
+    state = torch.load(path, weights_only=False, map_location="cpu")  # a GPU run's checkpoint loads anywhere
     for key, m in modules.items():
         m.load_state_dict(state[key])
     if "opt" in state:  # the DiT stage has always resumed from a checkpoint without optimiser state, fresh then

@@ -38,6 +38,7 @@ def main(argv=None):
     ap.add_argument("--decoder-temporal-weight", type=float, default=0.0, help="weight of the frame-difference L1 in the decoder fine-tune")
     ap.add_argument("--decoder-lr", type=float, default=3e-4)
     ap.add_argument("--threads", type=int, default=None)
+    ap.add_argument("--device", default=None, help="cuda, cuda:1 or cpu (default: a GPU when at hand, else the CPU)")
     ap.add_argument("--warm-start", action="store_true", help="with no checkpoint in --out, continue the DiT from the committed weights for --dit-steps more steps")
     args = ap.parse_args(argv)
     if args.threads:
@@ -45,13 +46,13 @@ def main(argv=None):
     args.out.mkdir(parents=True, exist_ok=True)
     deadline = time.time() + args.max_minutes * 60
     if args.stage in ("vae", "all"):
-        if not train_vae(args.out, VAETrainConfig(steps=args.vae_steps), args.max_minutes):
+        if not train_vae(args.out, VAETrainConfig(steps=args.vae_steps), args.max_minutes, args.device):
             return
     if args.stage in ("dit", "all"):
-        if not train_dit(args.out, DiTTrainConfig(steps=args.dit_steps), (deadline - time.time()) / 60, args.warm_start):
+        if not train_dit(args.out, DiTTrainConfig(steps=args.dit_steps), (deadline - time.time()) / 60, args.warm_start, args.device):
             return
     if args.stage in ("decoder", "all"):
-        tune_decoder(args.out, VAETrainConfig(steps=args.decoder_steps, lr=args.decoder_lr, edge_weight=args.decoder_edge_weight, temporal_weight=args.decoder_temporal_weight), (deadline - time.time()) / 60)
+        tune_decoder(args.out, VAETrainConfig(steps=args.decoder_steps, lr=args.decoder_lr, edge_weight=args.decoder_edge_weight, temporal_weight=args.decoder_temporal_weight), (deadline - time.time()) / 60, args.device)
 
 
 

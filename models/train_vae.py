@@ -14,7 +14,7 @@ import torch
 
 from kinema.models.tiny_vae import TinyVAE, VAEConfig
 from kinema.models.train_data import pick_bucket, render_batch
-from kinema.models.train_loop import LossLog, load_checkpoint, lr_at, plot_loss, run_loop, save_checkpoint, train_autocast
+from kinema.models.train_loop import LossLog, default_device, load_checkpoint, lr_at, plot_loss, run_loop, save_checkpoint, train_autocast
 from kinema.models.weights import VAE_WEIGHTS, load_weights, save_weights
 
 
@@ -64,9 +64,29 @@ def _clips(rng: np.random.Generator, batch: int) -> torch.Tensor:
     return video
 
 
-def train_vae(out: Path, cfg: VAETrainConfig, max_minutes: float):
+def vae_loss(vae: TinyVAE, rng: np.random.Generator, cfg: VAETrainConfig, device: torch.device | str = "cpu") -> torch.Tensor:
+    """The autoencoder's loss on one batch of clips rendered from `rng` (on the CPU), computed on `device`."""
+    video = _clips(rng, cfg.batch).to(device)
+    with train_autocast(device):
+        recon, kl = vae(video)
+    return recon_loss(recon.float(), video, cfg) + vae.cfg.kl_weight * kl.float()
+
+
+def decoder_loss(vae: TinyVAE, rng: np.random.Generator, cfg: VAETrainConfig, device: torch.device | str = "cpu") -> torch.Tensor:
+    """The decoder fine-tune's loss on one batch: the frozen encoder's means decoded back to the clips."""
+    video = _clips(rng, cfg.batch).to(device)
+    with torch.no_grad():
+        z, _ = vae.encode_moments(video)  # the DiT generates (normalised) encoder means
+    with train_autocast(device):
+        recon, _ = vae.decoder(z)
+    return recon_loss(recon.float(), video, cfg)
+
+
+def train_vae(out: Path, cfg: VAETrainConfig, max_minutes: float, device: torch.device | str | None = None):
+    """Train (or resume) the autoencoder in `out`, on `device` (default: a GPU when at hand); whether it finished."""
+    device = torch.device(device or default_device())
     torch.manual_seed(cfg.seed)
-    vae = TinyVAE(VAEConfig())
+    vae = TinyVAE(VAEConfig()).to(device)
     opt = torch.optim.AdamW(vae.parameters(), lr=cfg.lr, weight_decay=0.0)
     ckpt = out / "vae.pt"
     step = 0
@@ -80,15 +100,8 @@ def train_vae(out: Path, cfg: VAETrainConfig, max_minutes: float):
             print(f"vae: already trained ({step} steps), weights at {VAE_WEIGHTS}")
             return True
     vae.train()
-
-    def batch_loss():
-        video = _clips(rng, cfg.batch)
-        with train_autocast():
-            recon, kl = vae(video)
-        return recon_loss(recon.float(), video, cfg) + vae.cfg.kl_weight * kl.float()
-
     step, out_of_time = run_loop(
-        "vae", opt, list(vae.parameters()), batch_loss, lambda s: lr_at(s, cfg.steps, cfg.lr, cfg.warmup),
+        "vae", opt, list(vae.parameters()), lambda: vae_loss(vae, rng, cfg, device), lambda s: lr_at(s, cfg.steps, cfg.lr, cfg.warmup),
         lambda s: save_checkpoint(ckpt, {"model": vae}, opt, s, rng), LossLog(out / "loss_vae.csv"), step, cfg.steps, max_minutes,
     )
     if out_of_time:
@@ -96,7 +109,7 @@ def train_vae(out: Path, cfg: VAETrainConfig, max_minutes: float):
         return False
     vae.eval()
     fit_latent_stats(vae, rng)
-    save_weights(vae, VAE_WEIGHTS, {"config": asdict(vae.cfg), "train": asdict(cfg), "steps": step})
+    save_weights(vae.cpu(), VAE_WEIGHTS, {"config": asdict(vae.cfg), "train": asdict(cfg), "steps": step})
     plot_loss(out / "loss_vae.csv", out / "loss_vae.png", "tiny VAE: MSE + L1 (+KL)")
     print(f"vae: wrote {VAE_WEIGHTS}")
     return True
@@ -104,50 +117,50 @@ def train_vae(out: Path, cfg: VAETrainConfig, max_minutes: float):
 
 @torch.no_grad()
 def fit_latent_stats(vae: TinyVAE, rng: np.random.Generator, clips: int = 256):
-    """Per-channel mean and std of encoder means, so the DiT sees unit-scale latents."""
+    """Per-channel mean and std of encoder means, so the DiT sees unit-scale latents (computed where the VAE is)."""
+    device = vae.latent_mean.device
     zs = []
     for i in range(0, clips, 32):
         video, _ = render_batch(rng, 32, 17, 64, 64)
-        zs.append(vae.encode_moments(video)[0])
+        zs.append(vae.encode_moments(video.to(device))[0])
     z = torch.cat(zs)  # (N, C, t, h, w)
     vae.latent_mean.copy_(z.mean(dim=(0, 2, 3, 4)))
     vae.latent_std.copy_(z.std(dim=(0, 2, 3, 4)))
-    print("vae latent mean", vae.latent_mean.numpy().round(3), "std", vae.latent_std.numpy().round(3))
+    print("vae latent mean", vae.latent_mean.cpu().numpy().round(3), "std", vae.latent_std.cpu().numpy().round(3))
 
 
-def tune_decoder(out: Path, cfg: VAETrainConfig, max_minutes: float):
-    """Sharpen the decoder with the encoder frozen, so the latent space the DiT learned is unchanged."""
-    vae = load_weights(TinyVAE(VAEConfig()), VAE_WEIGHTS)
+def new_decoder_run(cfg: VAETrainConfig, device: torch.device, weights: Path = VAE_WEIGHTS):
+    """(vae, opt, rng, fine-tune steps the weights had) to fine-tune the decoder of `weights` on `device`, the encoder frozen."""
+    vae = load_weights(TinyVAE(VAEConfig()), weights).to(device)
     from safetensors import safe_open
 
-    with safe_open(str(VAE_WEIGHTS), "pt") as f:
+    with safe_open(str(weights), "pt") as f:
         before = int(f.metadata().get("decoder_tune_steps", 0))  # earlier fine-tunes of these weights
     vae.encoder.requires_grad_(False)
     opt = torch.optim.AdamW(vae.decoder.parameters(), lr=cfg.lr, weight_decay=0.0)
+    rng = np.random.default_rng(cfg.seed + 10 + before)  # a further fine-tune sees new clips
+    return vae, opt, rng, before
+
+
+def tune_decoder(out: Path, cfg: VAETrainConfig, max_minutes: float, device: torch.device | str | None = None):
+    """Sharpen the decoder with the encoder frozen, so the latent space the DiT learned is unchanged."""
+    device = torch.device(device or default_device())
+    vae, opt, rng, before = new_decoder_run(cfg, device)
     ckpt = out / "decoder.pt"
     step = 0
-    rng = np.random.default_rng(cfg.seed + 10 + before)  # a further fine-tune sees new clips
     state = load_checkpoint(ckpt, {"decoder": vae.decoder}, opt, rng)
     if state is not None:
         step = state["step"]
         print(f"decoder: resumed at step {step}")
 
-    def batch_loss():
-        video = _clips(rng, cfg.batch)
-        with torch.no_grad():
-            z, _ = vae.encode_moments(video)  # the DiT generates (normalised) encoder means
-        with train_autocast():
-            recon, _ = vae.decoder(z)
-        return recon_loss(recon.float(), video, cfg)
-
     step, out_of_time = run_loop(
-        "decoder", opt, list(vae.decoder.parameters()), batch_loss, lambda s: lr_at(s, cfg.steps, cfg.lr, cfg.warmup),
+        "decoder", opt, list(vae.decoder.parameters()), lambda: decoder_loss(vae, rng, cfg, device), lambda s: lr_at(s, cfg.steps, cfg.lr, cfg.warmup),
         lambda s: save_checkpoint(ckpt, {"decoder": vae.decoder}, opt, s, rng), LossLog(out / "loss_decoder.csv"), step, cfg.steps, max_minutes,
     )
     if out_of_time:
         print("decoder: time budget reached, checkpoint saved")
         return False
-    save_weights(vae.eval(), VAE_WEIGHTS, {"config": asdict(vae.cfg), "train": asdict(cfg), "decoder_tune_steps": before + step})
+    save_weights(vae.eval().cpu(), VAE_WEIGHTS, {"config": asdict(vae.cfg), "train": asdict(cfg), "decoder_tune_steps": before + step})
     plot_loss(out / "loss_decoder.csv", out / "loss_decoder.png", "tiny VAE decoder fine-tune (encoder frozen)")
     print(f"decoder: wrote {VAE_WEIGHTS}")
     return True
