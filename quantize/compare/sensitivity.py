@@ -6,7 +6,8 @@ float), and with only that group kept in float (every other group quantized). Bo
 run the inputs recorded while the reference sampled (every step, both guidance branches);
 the SQNR of their outputs against the fp32 outputs is the group's figure.
 
-A group is a repeated module of the exported PyTorch model (`dit.blocks.3`,
+Every other node the recipe would quantize is kept in float by name, those outside any
+group included. A group is a repeated module of the exported PyTorch model (`dit.blocks.3`,
 `bert.encoder.layer.2`, `vae.decoder.blocks.0`: the module path up to its first index),
 or, outside repeated containers, the module two levels below the root (`dit.final`).
 Only groups with nodes the recipe would quantize are listed; a family's float groups,
@@ -41,6 +42,8 @@ def module_path(node) -> str | None:
     if not s:
         return None
     root = s[0]
+    if root.startswith("_"):  # an exporter hook's scope, not a module of the model
+        return None
     mods = [x for x in s if x == root or x.startswith(root + ".")]
     return mods[-1]
 
@@ -56,9 +59,8 @@ def group_name(path: str) -> str:
 
 def _targets(recipe: Recipe, node, inits: set[str]) -> bool:
     """Whether the recipe would quantize this node, before its float-node list is applied."""
-    weighted = any(i in inits for i in node.input)
     if isinstance(recipe, Float16):
-        return weighted
+        return True  # every op is converted to fp16 unless blocked
     if isinstance(recipe, WeightOnly):
         ops = ("MatMul", "Gemm") if recipe.gemm_as_matmul else ("MatMul",)
     elif isinstance(recipe, Mixed):
@@ -68,39 +70,38 @@ def _targets(recipe: Recipe, node, inits: set[str]) -> bool:
     return node.op_type in ops and len(node.input) > 1 and node.input[1] in inits
 
 
-def groups_of(graph, recipe: Recipe, graph_file: str) -> dict[str, int]:
-    """{group: number of nodes} of the nodes the recipe quantizes in this graph, in graph order."""
+def target_nodes(graph, recipe: Recipe, graph_file: str) -> list[tuple[str, str | None]]:
+    """(node name, group or None) of every node the recipe quantizes in this graph, in graph order."""
     inits = {i.name for i in graph.initializer}
     keep = set(resolve_nodes(graph, float_nodes(recipe), graph_file)) if float_nodes(recipe) else set()
-    if isinstance(recipe, Mixed):
-        chosen = set(resolve_nodes(graph, recipe.weight_only_groups + recipe.dynamic_groups, graph_file))
-    out: dict[str, int] = {}
+    chosen = set(resolve_nodes(graph, recipe.weight_only_groups + recipe.dynamic_groups, graph_file)) if isinstance(recipe, Mixed) else None
+    out = []
     for node in graph.node:
-        if node.name in keep or not _targets(recipe, node, inits):
-            continue
-        if isinstance(recipe, Mixed) and node.name not in chosen:
+        if not node.name or node.name in keep or not _targets(recipe, node, inits) or (chosen is not None and node.name not in chosen):
             continue
         path = module_path(node)
-        if path is None:
-            continue
-        g = group_name(path)
-        out[g] = out.get(g, 0) + 1
+        out.append((node.name, None if path is None else group_name(path)))
     return out
 
 
-def _float_field(recipe: Recipe) -> str:
-    return "node_block_list" if isinstance(recipe, Float16) else "nodes_to_exclude"
+def groups_of(graph, recipe: Recipe, graph_file: str) -> dict[str, list[str]]:
+    """{group: its node names} of the nodes the recipe quantizes in this graph, groups in graph order."""
+    out: dict[str, list[str]] = {}
+    for name, g in target_nodes(graph, recipe, graph_file):
+        if g is not None:
+            out.setdefault(g, []).append(name)
+    return out
 
 
-def only(recipe: Recipe, group: str, groups: list[str], *, quantized: bool) -> Recipe:
-    """The recipe with only `group` quantized (quantized=True) or only `group` kept in float."""
-    if isinstance(recipe, Mixed):
-        # a Mixed recipe names its groups itself: narrow the lists to (or drop) the group's nodes
-        if quantized:
-            return replace(recipe, nodes_to_exclude=recipe.nodes_to_exclude + tuple(g for g in groups if g != group))
-        return replace(recipe, nodes_to_exclude=recipe.nodes_to_exclude + (group,))
-    name = _float_field(recipe)
-    extra = tuple(g for g in groups if g != group) if quantized else (group,)
+def only(recipe: Recipe, members: list[str], targets: list[str], *, quantized: bool) -> Recipe:
+    """The recipe with only the nodes `members` quantized (quantized=True), or only they kept in float.
+
+    Every other node the recipe would quantize (`targets`, those in no group included) is
+    named in its float list, so "only quantized" is exactly the group's own error.
+    """
+    mine = set(members)
+    extra = tuple(n for n in targets if n not in mine) if quantized else tuple(members)
+    name = "node_block_list" if isinstance(recipe, Float16) else "nodes_to_exclude"
     return replace(recipe, **{name: getattr(recipe, name) + extra})
 
 
@@ -129,18 +130,19 @@ def component_sensitivity(
     say = progress or (lambda msg: None)
     entry = ref.components[name]
     graph = onnx.load(str(ref.component_path(name)), load_external_data=False).graph
-    counts = groups_of(graph, recipe, entry["file"])
-    groups = list(counts)
+    targets = target_nodes(graph, recipe, entry["file"])
+    groups = groups_of(graph, recipe, entry["file"])
+    names_all = [n for n, _ in targets]
     work = Path(tempfile.mkdtemp(prefix="sensitivity-"))
     rows = []
     try:
-        for k, g in enumerate(groups):
-            row = {"group": g, "nodes": counts[g]}
+        for k, (g, members) in enumerate(groups.items()):
+            row = {"group": g, "nodes": len(members)}
             for key, quantized in (("only_quantized_sqnr_db", True), ("only_float_sqnr_db", False)):
-                if not quantized and len(groups) == 1:
-                    row[key] = None  # every other group is none: the fp32 graph itself
+                if not quantized and len(members) == len(names_all):
+                    row[key] = None  # nothing else is quantized: the fp32 graph itself
                     continue
-                r = only(recipe, g, groups, quantized=quantized)
+                r = only(recipe, members, names_all, quantized=quantized)
                 p = plan(ref, BundleRecipe("sensitivity", {name: r}))[name]
                 dst = work / f"{k}-{int(quantized)}" / entry["file"]
                 apply_recipe(p, ref.component_path(name), dst, external_data=bool(entry.get("external_data")), calibration=feeds)
@@ -178,4 +180,4 @@ def bundle_sensitivity(
     return out
 
 
-__all__ = ["bundle_sensitivity", "component_sensitivity", "group_name", "groups_of", "module_path", "only"]
+__all__ = ["bundle_sensitivity", "component_sensitivity", "group_name", "groups_of", "module_path", "only", "target_nodes"]
