@@ -38,13 +38,23 @@ CANDIDATES = {
     "8 ch, 4x spatial": (VAEConfig(channels=(32, 64, 128), time_down=(True, True)), VAETrainConfig()),
     "8 ch, 8x, edge + frame-difference loss": (VAEConfig(), VAETrainConfig(edge_weight=1.0, temporal_weight=4.0)),
 }
+# Warm starts: the committed autoencoder with its encoder frozen (the DiT's latent space kept)
+# and its decoder trained further: does the shape ceiling sit in the decoder or in the latent?
+DECODER_CANDIDATES = {
+    "committed, decoder fine-tuned with edge loss": VAETrainConfig(lr=2e-4, warmup=20, edge_weight=2.0, temporal_weight=20.0),
+}
 
 
-def train(vae: TinyVAE, cfg: VAETrainConfig, out: Path, minutes: float) -> dict:
-    """Train until `minutes` of CPU time (this process, one thread) have been spent on this candidate in all runs."""
+def train(vae: TinyVAE, cfg: VAETrainConfig, out: Path, minutes: float, decoder_only: bool = False) -> dict:
+    """Train until `minutes` of CPU time (this process, one thread) have been spent on this candidate in all runs.
+
+    `decoder_only`: the encoder stays frozen and only the decoder learns (a warm start).
+    """
     out.mkdir(parents=True, exist_ok=True)
     torch.manual_seed(cfg.seed)
-    opt = torch.optim.AdamW(vae.parameters(), lr=cfg.lr, weight_decay=0.0)
+    params = list(vae.decoder.parameters()) if decoder_only else list(vae.parameters())
+    vae.encoder.requires_grad_(not decoder_only)
+    opt = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=0.0)
     rng = np.random.default_rng(cfg.seed)
     state = load_checkpoint(out / "vae.pt", {"model": vae}, opt, rng)
     step, spent = (state["step"], state.get("spent", 0.0)) if state else (0, 0.0)
@@ -53,13 +63,17 @@ def train(vae: TinyVAE, cfg: VAETrainConfig, out: Path, minutes: float) -> dict:
     if left > 0:
         def batch_loss():
             video = _clips(rng, cfg.batch)
+            if decoder_only:
+                with torch.no_grad():
+                    z, _ = vae.encode_moments(video)  # the DiT generates (normalised) encoder means
+                return recon_loss(vae.decoder(z)[0].float(), video, cfg)
             recon, kl = vae(video)  # fp32: see numerics() for why not bf16 autocast here
             return recon_loss(recon.float(), video, cfg) + vae.cfg.kl_weight * kl.float()
 
         # The step count only shapes the learning-rate schedule: the clock ends the run.
         total = cfg.steps
         step, _ = run_loop(
-            "vae", opt, list(vae.parameters()), batch_loss, lambda s: lr_at(min(s, total - 1), total, cfg.lr, cfg.warmup),
+            "vae", opt, params, batch_loss, lambda s: lr_at(min(s, total - 1), total, cfg.lr, cfg.warmup),
             lambda s: save_checkpoint(out / "vae.pt", {"model": vae}, opt, s, rng, spent=spent + (time.process_time() - t0) / 60),
             LossLog(out / "loss_vae.csv"), step, 10**9, left, clock=time.process_time,
         )
@@ -154,6 +168,18 @@ def main(argv=None):
                                        **ceiling(vae, rows, args.seeds), "score_seconds": round(time.time() - t0, 1)}
         print(name, results["candidates"][name], flush=True)
         write(results)
+    for i, (name, tcfg) in enumerate(DECODER_CANDIDATES.items()):
+        if args.only and name not in args.only:
+            continue
+        vae = load_weights(TinyVAE(VAEConfig()), VAE_WEIGHTS)
+        run = train(vae, tcfg, args.out / f"d{i}", args.minutes, decoder_only=True)
+        t0 = time.time()
+        results["candidates"][name] = {"config": asdict(vae.cfg), "train": asdict(tcfg), **run, "warm_start": "committed, encoder frozen",
+                                       "params": sum(p.numel() for p in vae.decoder.parameters()),
+                                       **ceiling(vae, rows, args.seeds), "score_seconds": round(time.time() - t0, 1)}
+        print(name, results["candidates"][name], flush=True)
+        write(results)
+        torch.save(vae.state_dict(), args.out / f"d{i}" / "weights.pt")
     write(results)
 
 
