@@ -19,7 +19,7 @@ from kinema.runtime.errors import InputError
 from kinema.runtime.video.core import Video
 
 sys.path.insert(0, str(Path(__file__).parent))
-from wan_tiny import WORDS, diffusers_encode, save_checkpoint, tiny_modules, tiny_tokenizer  # noqa: E402
+from wan_tiny import WORDS, encoder_against_diffusers, save_checkpoint, tiny_modules, tiny_tokenizer  # noqa: E402
 
 PROMPT = "a red cat running on the beach"
 
@@ -304,10 +304,7 @@ def test_streaming_decoder_graphs_match_diffusers_decode(wan_export, reference, 
 @pytest.mark.parametrize("frames,h,w", [(1, 48, 80), (9, 64, 40)])
 def test_encoder_graph_matches_diffusers_encode(wan_export, reference, frames, h, w):
     """At shapes other than the traced (2, 5, 16, 24): an image and a 9-frame clip."""
-    pipe = Pipeline.from_bundle(wan_export[1])
-    x = torch.rand(1, frames, h, w, 3, generator=torch.Generator().manual_seed(frames))
-    (ours,) = pipe.session("encoder").run(None, {"frames": x.numpy()})
-    ref = diffusers_encode(reference.vae, x).numpy()
+    ours, ref = encoder_against_diffusers(Pipeline.from_bundle(wan_export[1]), reference.vae, frames, h, w)
     assert ours.shape == ref.shape == (1, 16, (frames - 1) // 4 + 1, h // 8, w // 8)
     assert ref.std() > 0.05
     assert np.abs(ours - ref).max() < 1e-4  # measured 1.2e-7 / 2.1e-7

@@ -17,7 +17,7 @@ from kinema.runtime.media.windows import Windows
 from kinema.runtime.video.core import Video, read_video
 
 sys.path.insert(0, str(Path(__file__).parent))
-from wan_tiny import diffusers_encode, save_checkpoint  # noqa: E402
+from wan_tiny import encoder_against_diffusers, save_checkpoint  # noqa: E402
 
 PROMPT = "a red cat running on the beach"
 KW = dict(frames=9, height=64, width=96, steps=6, guidance=5.0)  # latents 3 x 4 x 6 (the VAE is 16x, patch 2)
@@ -68,9 +68,7 @@ def test_manifest_declares_the_known_frames_it_takes(ti2v_export):
 @pytest.mark.parametrize("frames,h,w", [(1, 64, 96), (9, 96, 64)])
 def test_encoder_graph_matches_diffusers_encode(ti2v_export, reference, pipe, frames, h, w):
     """At shapes other than the traced (2, 5, 32, 48): an image and a 9-frame clip."""
-    x = torch.rand(1, frames, h, w, 3, generator=torch.Generator().manual_seed(frames))
-    (ours,) = pipe.session("encoder").run(None, {"frames": x.numpy()})
-    ref = diffusers_encode(reference.vae, x).numpy()
+    ours, ref = encoder_against_diffusers(pipe, reference.vae, frames, h, w)
     assert ours.shape == ref.shape == (1, 12, (frames - 1) // 4 + 1, h // 16, w // 16)
     assert ref.std() > 0.05
     assert np.abs(ours - ref).max() < 1e-4  # measured 1.4e-7 / 1.2e-7

@@ -83,3 +83,10 @@ def diffusers_encode(vae, frames):
     with torch.no_grad():
         mode = vae.encode(frames.permute(0, 4, 1, 2, 3) * 2.0 - 1.0).latent_dist.mode()  # (B, z, t, h, w)
     return (mode - mean) * inv_std
+
+
+def encoder_against_diffusers(pipe, vae, frames: int, h: int, w: int):
+    """(the bundle's encoder graph, diffusers_encode) on one random clip (1, frames, h, w, 3), as NumPy arrays."""
+    x = torch.rand(1, frames, h, w, 3, generator=torch.Generator().manual_seed(frames))
+    (ours,) = pipe.session("encoder").run(None, {"frames": x.numpy()})
+    return ours, diffusers_encode(vae, x).numpy()
