@@ -104,10 +104,10 @@ def is_heldout(spec: ClipSpec) -> bool:
     return any((o.color, o.shape, o.motion) in HELD_OUT for o in spec.objects)
 
 
-def sample_spec(rng: np.random.Generator, *, allow_heldout: bool = False) -> ClipSpec:
-    """A random clip: 1-2 objects of distinct colours, never a spinning circle, at most one large."""
+def sample_spec(rng: np.random.Generator, *, allow_heldout: bool = False, two_objects: float = 0.5) -> ClipSpec:
+    """A random clip: 1-2 objects of distinct colours (two with probability `two_objects`), never a spinning circle, at most one large."""
     while True:
-        n = 1 if rng.random() < 0.5 else 2
+        n = 1 if rng.random() < 1.0 - two_objects else 2
         colors = rng.choice(len(COLORS), size=n, replace=False)
         objects = []
         for i in range(n):

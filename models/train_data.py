@@ -29,9 +29,9 @@ BUCKETS = {
 }
 
 
-def render_batch(rng: np.random.Generator, n: int, frames: int, height: int, width: int):
-    """n random clips as float (n, 3, T, H, W) in [-1, 1], with their specs."""
-    specs = [world.sample_spec(rng) for _ in range(n)]
+def render_batch(rng: np.random.Generator, n: int, frames: int, height: int, width: int, two_objects: float = 0.5):
+    """n random clips as float (n, 3, T, H, W) in [-1, 1], with their specs (two objects with probability `two_objects`)."""
+    specs = [world.sample_spec(rng, two_objects=two_objects) for _ in range(n)]
     clips = np.stack([world.render(s, frames=frames, height=height, width=width, rng=rng) for s in specs])
     video = torch.from_numpy(clips).float().div(127.5).sub(1.0).permute(0, 4, 1, 2, 3)
     return video, specs
@@ -63,7 +63,7 @@ def build_dataset(out: Path, cfg, device: torch.device | str | None = None):
         n = int(round(cfg.clips * share))
         lat, caps = [], []
         for i in range(0, n, 64):
-            video, specs = render_batch(rng, min(64, n - i), *key)
+            video, specs = render_batch(rng, min(64, n - i), *key, two_objects=cfg.two_objects)
             with train_autocast(device):
                 mean, _ = vae.encode_moments(video.to(device))
             lat.append(vae._norm(mean.float()).half().cpu())

@@ -34,6 +34,7 @@ class DiTTrainConfig:
     # Share of batches cut from inside a clip, its first 1-2 latents known: a long video's
     # next window starts on the previous one's four-frame latents, not on a one-frame latent 0.
     midclip: float = 0.15
+    two_objects: float = 0.5  # share of cached clips with two objects
     size: str = "tiny"
     seed: int = 0
 

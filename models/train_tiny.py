@@ -33,6 +33,7 @@ def main(argv=None):
     ap.add_argument("--max-minutes", type=float, default=float("inf"), help="stop cleanly (checkpoint saved) after this long")
     ap.add_argument("--vae-steps", type=int, default=VAETrainConfig.steps)
     ap.add_argument("--dit-steps", type=int, default=DiTTrainConfig.steps)
+    ap.add_argument("--two-object-share", type=float, default=DiTTrainConfig.two_objects, help="share of the DiT's cached clips with two objects")
     ap.add_argument("--decoder-steps", type=int, default=1000, help="decoder fine-tune steps with the encoder frozen")
     ap.add_argument("--decoder-edge-weight", type=float, default=0.0, help="weight of the spatial-gradient L1 in the decoder fine-tune")
     ap.add_argument("--decoder-temporal-weight", type=float, default=0.0, help="weight of the frame-difference L1 in the decoder fine-tune")
@@ -41,6 +42,8 @@ def main(argv=None):
     ap.add_argument("--device", default=None, help="cuda, cuda:1 or cpu (default: a GPU when at hand, else the CPU)")
     ap.add_argument("--warm-start", action="store_true", help="with no checkpoint in --out, continue the DiT from the committed weights for --dit-steps more steps")
     args = ap.parse_args(argv)
+    if not 0.0 <= args.two_object_share <= 1.0:
+        ap.error(f"--two-object-share {args.two_object_share}: must be between 0 and 1")
     if args.threads:
         torch.set_num_threads(args.threads)
     args.out.mkdir(parents=True, exist_ok=True)
@@ -49,7 +52,7 @@ def main(argv=None):
         if not train_vae(args.out, VAETrainConfig(steps=args.vae_steps), args.max_minutes, args.device):
             return
     if args.stage in ("dit", "all"):
-        if not train_dit(args.out, DiTTrainConfig(steps=args.dit_steps), (deadline - time.time()) / 60, args.warm_start, args.device):
+        if not train_dit(args.out, DiTTrainConfig(steps=args.dit_steps, two_objects=args.two_object_share), (deadline - time.time()) / 60, args.warm_start, args.device):
             return
     if args.stage in ("decoder", "all"):
         tune_decoder(args.out, VAETrainConfig(steps=args.decoder_steps, lr=args.decoder_lr, edge_weight=args.decoder_edge_weight, temporal_weight=args.decoder_temporal_weight), (deadline - time.time()) / 60, args.device)
