@@ -85,7 +85,7 @@ def manifest_fields(dit: TinyDiT, vae: TinyVAE, comps: dict, *, name: str, d, ra
         },
         "model": {"dit": {k: getattr(cfg, k) for k in ("width", "depth", "heads", "patch")}, "random_init": random_init},
         # latent -> RGB map for cheap step previews, fitted with this bundle's own VAE
-        "preview": fit_preview_map(vae, seed=seed),
+        "preview": fit_preview_map(vae, seed=seed, temporal=TEMPORAL_COMPRESSION, spatial=SPATIAL_COMPRESSION),
         "tools": tools(),
     }
 

@@ -263,8 +263,10 @@ def export_wan_modules(
     `loras` are the manifest records of LoRAs already merged into `transformer`; `distilled`
     overrides the sampler defaults with a distilled schedule (export/distilled.py).
     """
+    from kinema.export.latent_preview import fit_preview_map
     from kinema.export.onnx_graph import export_components
     from kinema.export.wan_graphs import wan_graphs
+    from kinema.models.wan import WanVAECodec
 
     out = check_output(Path(out), overwrite=overwrite)
     sampler = sampler_defaults(scheduler)
@@ -309,6 +311,8 @@ def export_wan_modules(
                 # The denoiser graph floors sigma * num_train_timesteps, as Wan's schedulers hand it integer timesteps.
                 "timestep": f"floor(sigma * {n_train})" + (" per token, 0 on known latent frames" if ti2v else ""),
             },
+            # latent -> RGB map for cheap step previews, fitted with this checkpoint's own VAE
+            "preview": fit_preview_map(WanVAECodec(vae), temporal=temporal, spatial=spatial, side=8 * spatial),
             "tools": TOOLS,
             **({"loras": list(loras)} if loras else {}),
         }

@@ -300,6 +300,32 @@ class WanEncoder(nn.Module):
         return (moments[:, : self.z_dim] - self.latents_mean) * self.latents_inv_std
 
 
+class WanVAECodec:
+    """A diffusers Wan VAE as export/latent_preview.py uses one: frames in [0, 1] <-> the sampler's normalised latents.
+
+    encode is the encoder graph's computation (WanEncoder: the posterior's mean, normalised);
+    decode undoes the normalisation and runs diffusers' own decode, clamped to [0, 1].
+    """
+
+    def __init__(self, vae: nn.Module):
+        self.vae = vae
+        self.encoder = WanEncoder(vae).eval()
+        self.temporal, self.spatial = self.encoder.temporal, self.encoder.spatial
+
+    @torch.no_grad()
+    def encode(self, frames: torch.Tensor) -> torch.Tensor:
+        return self.encoder(frames)
+
+    @torch.no_grad()
+    def decode(self, latents: torch.Tensor) -> torch.Tensor:
+        cfg = self.vae.config
+        z = cfg.z_dim
+        mean = torch.tensor(cfg.latents_mean, dtype=torch.float32).view(1, z, 1, 1, 1)
+        std = torch.tensor(cfg.latents_std, dtype=torch.float32).view(1, z, 1, 1, 1)
+        video = self.vae.decode(latents * std + mean, return_dict=False)[0]  # (B, 3, T', H', W') in [-1, 1]
+        return ((video.clamp(-1.0, 1.0) + 1.0) * 0.5).permute(0, 2, 3, 4, 1)
+
+
 __all__ = [
     "CACHE_FRAMES",
     "Nearest2x",
@@ -308,6 +334,7 @@ __all__ = [
     "WanDenoiser",
     "WanEncoder",
     "WanTI2VDenoiser",
+    "WanVAECodec",
     "WanTextEncoder",
     "decoder_cache_count",
     "export_friendly_decoder",

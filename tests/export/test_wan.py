@@ -19,7 +19,7 @@ from kinema.runtime.errors import InputError
 from kinema.runtime.video.core import Video
 
 sys.path.insert(0, str(Path(__file__).parent))
-from wan_tiny import WORDS, encoder_against_diffusers, save_checkpoint, tiny_modules, tiny_tokenizer  # noqa: E402
+from wan_tiny import WORDS, encoder_against_diffusers, preview_against_decoder, save_checkpoint, tiny_modules, tiny_tokenizer  # noqa: E402
 
 PROMPT = "a red cat running on the beach"
 
@@ -356,3 +356,20 @@ def test_int8_recipe_on_the_wan_bundle(wan_export, tmp_path):
     mse = (mse + float(np.mean((b.astype(np.float64) - c) ** 2))) / 2
     assert q["video"]["psnr_db"] == pytest.approx(10 * np.log10(255**2 / mse), abs=1e-3)
     assert q["components"]["denoiser"]["sqnr_db"]["prediction"] > 10
+
+
+@pytest.mark.slow
+def test_preview_map_follows_the_bundles_own_decoder(wan_export):
+    """The exported latent->RGB map on clips it was not fitted on, and the step callback's lazy preview."""
+    from kinema.runtime.bundle.preview import latent_preview
+
+    pipe = Pipeline.from_bundle(wan_export[1])
+    assert pipe.bundle.preview_map.matrix.shape == (16, 3)
+    r = preview_against_decoder(pipe, spatial=8)
+    # measured: stored 0.0038, best 0.0037, constant 0.0163, reversed 0.104
+    assert r["stored"] <= 1.10 * r["best"] and r["stored"] < 0.5 * r["constant"] and r["constant"] < r["reversed"], r
+    seen = []
+    pipe.generate(PROMPT, frames=5, height=64, width=64, steps=2, seed=0, callback=lambda p: seen.append((p["denoised"].copy(), p["preview"]())))
+    assert len(seen) == 2
+    for denoised, img in seen:
+        assert img.shape == (2, 8, 8, 3) and np.array_equal(img, latent_preview(denoised, pipe.bundle.preview_map))

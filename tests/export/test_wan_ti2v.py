@@ -17,7 +17,7 @@ from kinema.runtime.media.windows import Windows
 from kinema.runtime.video.core import Video, read_video
 
 sys.path.insert(0, str(Path(__file__).parent))
-from wan_tiny import encoder_against_diffusers, save_checkpoint  # noqa: E402
+from wan_tiny import encoder_against_diffusers, preview_against_decoder, save_checkpoint  # noqa: E402
 
 PROMPT = "a red cat running on the beach"
 KW = dict(frames=9, height=64, width=96, steps=6, guidance=5.0)  # latents 3 x 4 x 6 (the VAE is 16x, patch 2)
@@ -152,3 +152,17 @@ def test_animate_and_extend_commands_run(ti2v_export, tmp_path, capsys):
     err = capsys.readouterr().err.strip()
     assert err.count("\n") == 0 and "cannot extend a video backward" in err and "known_frames = ['first', 'leading']" in err, err
     assert not (tmp_path / "b.mp4").exists()
+
+
+def test_preview_map_follows_the_bundles_own_decoder(pipe):
+    """The 48-channel-style latent's preview map (12 channels at this tiny size) on clips it was not fitted on."""
+    from kinema.runtime.bundle.preview import latent_preview
+
+    assert pipe.bundle.preview_map.matrix.shape == (12, 3)
+    r = preview_against_decoder(pipe, spatial=16)
+    # This random 12-channel VAE decodes far from linearly (even the best map on these very
+    # cells is 0.82x constant colour): measured stored 0.0458, best 0.0396, constant 0.0482, reversed 0.347.
+    assert r["stored"] <= 1.2 * r["best"] and r["stored"] < r["constant"] and 2 * r["constant"] < r["reversed"], r
+    seen = []
+    pipe.generate(PROMPT, seed=1, callback=lambda p: seen.append((p["denoised"].copy(), p["preview"]())), **{**KW, "steps": 2})
+    assert len(seen) == 2 and all(img.shape == (3, 4, 6, 3) and np.array_equal(img, latent_preview(d, pipe.bundle.preview_map)) for d, img in seen)

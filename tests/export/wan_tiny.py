@@ -90,3 +90,44 @@ def encoder_against_diffusers(pipe, vae, frames: int, h: int, w: int):
     x = torch.rand(1, frames, h, w, 3, generator=torch.Generator().manual_seed(frames))
     (ours,) = pipe.session("encoder").run(None, {"frames": x.numpy()})
     return ours, diffusers_encode(vae, x).numpy()
+
+
+def preview_against_decoder(pipe, spatial: int, clips: int = 4) -> dict:
+    """RMSEs of latent->RGB maps on ShapesWorld clips the exporter did not fit on.
+
+    The target is each latent cell's mean colour in the clip decoded by the bundle's own
+    graphs (encoder, then the streaming decoder), averaged with explicit index lists.
+    Keys: "stored" (the manifest's map), "best" (the least-squares map on these very cells),
+    "constant" (one mean colour), "reversed" (the stored map with its channel order reversed).
+    """
+    import numpy as np
+
+    from kinema.models.shapes_world import render, sample_spec
+    from kinema.runtime.bundle.preview import PreviewMap, latent_rgb
+
+    rng = np.random.default_rng(1234)  # the exporter fits on seed 0
+    side = 8 * spatial
+    videos = np.stack([render(sample_spec(rng, allow_heldout=True), 9, side, side, rng) for _ in range(clips)])
+    (z,) = pipe.session("encoder").run(None, {"frames": videos.astype(np.float32) / 255.0})
+    groups = [[0], [1, 2, 3, 4], [5, 6, 7, 8]]  # latent frame 0 <- frame 0, latent frame i <- frames 4i-3 .. 4i
+    target = np.zeros((clips, 3, 8, 8, 3))
+    for n in range(clips):
+        frames = pipe.decode(z[n : n + 1])[0]
+        for t, idx in enumerate(groups):
+            for y in range(8):
+                for x in range(8):
+                    target[n, t, y, x] = frames[idx, spatial * y : spatial * (y + 1), spatial * x : spatial * (x + 1)].mean(axis=(0, 1, 2))
+    stored = pipe.bundle.preview_map
+    pred = np.stack([latent_rgb(zi, stored) for zi in z])
+    wrong = np.stack([latent_rgb(zi, PreviewMap(stored.matrix[::-1].copy(), stored.bias)) for zi in z])
+    cells = z.transpose(0, 2, 3, 4, 1).reshape(-1, z.shape[1])
+    design = np.concatenate([cells, np.ones((len(cells), 1))], axis=1)
+    flat = target.reshape(-1, 3)
+    coef, *_ = np.linalg.lstsq(design, flat, rcond=None)
+    rms = lambda d: float(np.sqrt(np.mean(d**2)))  # noqa: E731
+    return {
+        "stored": rms(pred.reshape(-1, 3) - flat),
+        "best": rms(design @ coef - flat),
+        "constant": rms(flat - flat.mean(axis=0)),
+        "reversed": rms(wrong.reshape(-1, 3) - flat),
+    }
