@@ -19,7 +19,7 @@ from kinema.runtime.errors import InputError
 from kinema.runtime.video.core import Video
 
 sys.path.insert(0, str(Path(__file__).parent))
-from wan_tiny import WORDS, encoder_against_diffusers, preview_against_decoder, save_checkpoint, tiny_modules, tiny_tokenizer  # noqa: E402
+from wan_tiny import WORDS, compare_checked, encoder_against_diffusers, preview_against_decoder, save_checkpoint, tiny_modules, tiny_tokenizer  # noqa: E402
 
 PROMPT = "a red cat running on the beach"
 
@@ -341,20 +341,7 @@ def test_int8_recipe_on_the_wan_bundle(wan_export, tmp_path):
     video = Pipeline.from_bundle(out).generate(PROMPT, frames=5, height=64, width=64, steps=2, seed=0)
     assert video.frames.shape == (5, 64, 64, 3)
     # `kinema compare` end to end on the Wan bundle and its int8 quantization (plain prompts: no ShapesWorld rows)
-    prompts = tmp_path / "prompts.txt"
-    prompts.write_text(f"{PROMPT}\n{' '.join(WORDS[:3])}\n")
-    rep = tmp_path / "report"
-    assert main(["compare", str(wan_export[1]), str(out), "-o", str(rep), "--prompts", str(prompts), "--frames", "5", "--height", "64",
-                 "--width", "64", "--steps", "2", "--detail-prompts", "1", "--no-cost", "--threads", "1", "-q"]) == 0
-    report = json.loads((rep / "report.json").read_text())
-    ref, q = report["bundles"]
-    assert ref["reference"] and q["adherence"] is None  # plain prompts are not scored
-    a = Pipeline.from_bundle(wan_export[1]).generate(PROMPT, frames=5, height=64, width=64, steps=2, seed=0).frames
-    mse = float(np.mean((a.astype(np.float64) - video.frames) ** 2))
-    b = Pipeline.from_bundle(wan_export[1]).generate(" ".join(WORDS[:3]), frames=5, height=64, width=64, steps=2, seed=0).frames
-    c = Pipeline.from_bundle(out).generate(" ".join(WORDS[:3]), frames=5, height=64, width=64, steps=2, seed=0).frames
-    mse = (mse + float(np.mean((b.astype(np.float64) - c) ** 2))) / 2
-    assert q["video"]["psnr_db"] == pytest.approx(10 * np.log10(255**2 / mse), abs=1e-3)
+    q = compare_checked(wan_export[1], out, tmp_path, [PROMPT, " ".join(WORDS[:3])], frames=5, height=64, width=64, steps=2)
     assert q["components"]["denoiser"]["sqnr_db"]["prediction"] > 10
 
 

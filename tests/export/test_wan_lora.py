@@ -19,7 +19,7 @@ from kinema.runtime.cli.main import main
 from kinema.runtime.errors import InputError
 
 sys.path.insert(0, str(Path(__file__).parent))
-from wan_tiny import save_checkpoint, tiny_modules  # noqa: E402
+from wan_tiny import compare_checked, save_checkpoint, tiny_modules  # noqa: E402
 
 pytest.importorskip("peft")  # diffusers' LoRA loader, the reference
 
@@ -327,3 +327,9 @@ def test_cli_export_records_loras_and_the_distilled_schedule(base, checkpoint, t
         want = ref(x, (sigma * 1000).long(), text, return_dict=False)[0].numpy()
     assert np.abs(got - want).max() < 1e-4
     assert [s for s in pipe.sigmas(pipe.check_inputs("a red ball"))] == pytest.approx([1.0, 0.9375, 2.5 / 3, 0.625, 0.0], abs=1e-12)
+    # The merged fp32 bundle against its int8 quantization, sampled on the distilled schedule the manifest carries.
+    from kinema.quantize.quantize_bundle import quantize_bundle
+
+    q8 = quantize_bundle(out, tmp_path / "int8", "int8")
+    q = compare_checked(out, q8, tmp_path, ["a red ball", "a blue cat"], frames=5, height=64, width=64)
+    assert q["components"]["denoiser"]["sqnr_db"]["prediction"] > 10 and q["video"]["psnr_db"] > 10

@@ -131,3 +131,33 @@ def preview_against_decoder(pipe, spatial: int, clips: int = 4) -> dict:
         "constant": rms(flat - flat.mean(axis=0)),
         "reversed": rms(wrong.reshape(-1, 3) - flat),
     }
+
+
+def compare_checked(ref, quantized, tmp_path: Path, prompts: list[str], **kw) -> dict:
+    """`kinema compare ref quantized` on plain prompts; its video PSNR checked against the two bundles run here.
+
+    kw: generate's settings (frames, height, width, and steps unless the manifest's
+    schedule is meant), passed to compare as options and to the pipelines as arguments.
+    Returns the quantized bundle's entry of report.json.
+    """
+    import json
+
+    import numpy as np
+
+    from kinema.runtime import Pipeline
+    from kinema.runtime.cli.main import main
+
+    listing = tmp_path / "prompts.txt"
+    listing.write_text("\n".join(prompts) + "\n")
+    rep = tmp_path / "report"
+    opts = [x for k, v in kw.items() for x in (f"--{k}", str(v))]
+    assert main(["compare", str(ref), str(quantized), "-o", str(rep), "--prompts", str(listing), *opts,
+                 "--detail-prompts", "1", "--no-cost", "--threads", "1", "-q"]) == 0
+    first, q = json.loads((rep / "report.json").read_text())["bundles"]
+    assert first["reference"] and q["adherence"] is None  # plain prompts are not scored
+    a, b = Pipeline.from_bundle(ref), Pipeline.from_bundle(quantized)
+    mse = np.mean([np.mean((a.generate(p, seed=0, **kw).frames.astype(np.float64) - b.generate(p, seed=0, **kw).frames) ** 2)
+                   for p in prompts])
+    assert abs(q["video"]["psnr_db"] - 10 * np.log10(255**2 / mse)) < 1e-3
+    assert Path(quantized).name in (rep / "report.md").read_text()
+    return q
