@@ -79,13 +79,13 @@ def apply_recipe(p: ComponentPlan, src: Path, dst: Path, *, external_data: bool,
 
 @contextmanager
 def _private_copy(src: Path, near: Path):
-    """`src` (and its external data files) linked into a private temporary folder in `near`.
+    """`src` (and its external data files) copied into a private temporary folder in `near`.
 
     ORT's quantize_dynamic writes a scratch `<name>-inferred.onnx` (as large as the graph)
     next to the graph it reads: beside a bundle in a read-only install that fails, and two
     runs on one bundle would share the file. `near` is the output's staging folder, which
-    is writable and has room for the output anyway. Links are made where the system allows
-    them, copies elsewhere.
+    is writable and has room for the output anyway. The files are copied, not linked: onnx
+    refuses external data behind a symbolic link or a hard link.
     """
     import tempfile
 
@@ -93,10 +93,7 @@ def _private_copy(src: Path, near: Path):
         for rel in [src.name, *external_data_locations(src)]:
             target = Path(d) / rel
             target.parent.mkdir(parents=True, exist_ok=True)
-            try:
-                target.symlink_to((src.parent / rel).resolve())
-            except OSError:
-                shutil.copyfile(src.parent / rel, target)
+            shutil.copyfile(src.parent / rel, target)
         yield Path(d) / src.name
 
 

@@ -315,3 +315,31 @@ def test_hqq_weight_only_beats_round_to_nearest_on_a_matmul(tmp_path):
         WeightOnly(algorithm="gptq")
     with pytest.raises(InputError, match="needs bits=4"):
         WeightOnly(bits=8, algorithm="hqq")
+
+
+def test_dynamic_int8_of_a_graph_with_external_data(tmp_path):
+    """A graph whose weights sit in a sidecar (as every real-size Wan graph's do) quantizes, runs and stays close."""
+    import onnxruntime as ort
+    from onnx import TensorProto, helper, numpy_helper
+
+    from kinema.quantize.apply import apply_recipe
+    from kinema.quantize.quantize_bundle import ComponentPlan
+
+    rng = np.random.default_rng(1)
+    w = rng.standard_normal((256, 128)).astype(np.float32)
+    x = rng.standard_normal((8, 256)).astype(np.float32)
+    g = helper.make_graph([helper.make_node("MatMul", ["x", "w"], ["y"], name="mm")], "g",
+                          [helper.make_tensor_value_info("x", TensorProto.FLOAT, [None, 256])],
+                          [helper.make_tensor_value_info("y", TensorProto.FLOAT, [None, 128])], [numpy_helper.from_array(w, "w")])
+    src = tmp_path / "src" / "mm.onnx"
+    src.parent.mkdir()
+    onnx.save(helper.make_model(g, opset_imports=[helper.make_opsetid("", 17)]), src,
+              save_as_external_data=True, location="mm.onnx.data", size_threshold=0)
+    assert (src.parent / "mm.onnx.data").stat().st_size == w.nbytes
+    dst = tmp_path / "int8" / "mm.onnx"
+    apply_recipe(ComponentPlan(DynamicInt8(), ()), src, dst, external_data=True)
+    assert {n.op_type for n in onnx.load(str(dst)).graph.node} >= {"MatMulInteger"}
+    y = ort.InferenceSession(str(dst), providers=["CPUExecutionProvider"]).run(None, {"x": x})[0]
+    exact = x.astype(np.float64) @ w
+    assert np.sqrt(np.mean((y - exact) ** 2) / np.mean(exact**2)) < 0.02  # 8-bit weights and activations: about 1% error
+    assert sorted(p.name for p in src.parent.iterdir()) == ["mm.onnx", "mm.onnx.data"]  # the source folder is left as it was
