@@ -126,8 +126,9 @@ def small(b, t, h, w, l, seed):
     return (x, torch.rand(b, generator=g), torch.randn(b, l, 4096, generator=g) * 0.1, torch.ones(b, l, dtype=torch.int64),
             torch.zeros_like(x), torch.zeros(b, 1, t, 1, 1))
 built = time.perf_counter() - t0
+built_rss = rss_mib()  # the model built (and any LoRA merged), before tracing
 entry = export_graph(den, spec, small(2, 2, 4, 6, 8, 0), small(1, 3, 6, 4, 11, 1), cfg["work"] + "/denoiser.onnx")
-report({"stage": "export", "params": params, "build_s": round(built, 1), **lora, "wall_s": round(time.perf_counter() - t0, 1),
+report({"stage": "export", "params": params, "build_s": round(built, 1), "peak_rss_before_trace_mib": round(built_rss, 1), **lora, "wall_s": round(time.perf_counter() - t0, 1),
         "max_abs_diff": entry["max_abs_diff"], "onnx_bytes": entry["bytes"] + (entry["external_data"] or {"bytes": 0})["bytes"],
         "external_data": entry["external_data"] is not None, "inputs": entry["inputs"]})
 """
@@ -269,6 +270,8 @@ def write(results: dict, out: Path, name: str = NAME) -> str:
     prep = ["", "| stage | wall s | CPU s | peak RSS MiB | notes |", "|---|---|---|---|---|"]
     for r in results["prepare"]:
         lora = f"rank-{r['lora_rank']} LoRA on {r['lora_modules']} linears read and merged in {r['lora_read_merge_s']} s, " if r.get("lora_rank") else ""
+        if r.get("peak_rss_before_trace_mib"):
+            lora += f"peak RSS {r['peak_rss_before_trace_mib']:.0f} MiB before tracing, "
         note = r.get("error") or (lora + f"{r.get('params', '')} params, onnx {r.get('onnx_bytes', 0) / 2**30:.2f} GiB, max |ONNX - torch| {r.get('max_abs_diff', '')}"
                                   if r.get("stage") == "export" else f"onnx {r.get('onnx_bytes', 0) / 2**30:.2f} GiB, {r.get('float_nodes', '')} nodes kept float")
         rows_name = r.get("variant", r.get("stage", "?"))
