@@ -15,8 +15,8 @@ guidance, i.e. the transformer at batch 2 (prompt + negative prompt) on latents 
 Also reported per variant: load time, the output's SQNR against the ONNX fp32 graph on the
 same inputs. Export and quantization steps report their own peak RSS and wall time.
 
-Heavy: ~5.3 GB of fp32 weights; the export child holds the model in PyTorch and in ONNX
-Runtime at once. The script checks MemAvailable first and writes the JSON after every
+Heavy: ~5.3 GB of fp32 weights; the export child drops PyTorch's copy once its check outputs
+are computed, before ONNX Runtime loads the graph (export_graph's release_module). The script checks MemAvailable first and writes the JSON after every
 stage, so an interrupted run keeps what it measured. Large files live under --work and
 are deleted at the end unless --keep. `--layers 2` runs the same path on a 2-layer model
 (a quick check of the script itself).
@@ -127,7 +127,8 @@ def small(b, t, h, w, l, seed):
             torch.zeros_like(x), torch.zeros(b, 1, t, 1, 1))
 built = time.perf_counter() - t0
 built_rss = rss_mib()  # the model built (and any LoRA merged), before tracing
-entry = export_graph(den, spec, small(2, 2, 4, 6, 8, 0), small(1, 3, 6, 4, 11, 1), cfg["work"] + "/denoiser.onnx")
+# as `kinema export wan` does: the weights are dropped once PyTorch's check outputs are known
+entry = export_graph(den, spec, small(2, 2, 4, 6, 8, 0), small(1, 3, 6, 4, 11, 1), cfg["work"] + "/denoiser.onnx", release_module=True)
 report({"stage": "export", "params": params, "build_s": round(built, 1), "peak_rss_before_trace_mib": round(built_rss, 1), **lora, "wall_s": round(time.perf_counter() - t0, 1),
         "max_abs_diff": entry["max_abs_diff"], "onnx_bytes": entry["bytes"] + (entry["external_data"] or {"bytes": 0})["bytes"],
         "external_data": entry["external_data"] is not None, "inputs": entry["inputs"]})

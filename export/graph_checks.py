@@ -59,15 +59,20 @@ def validate_graph(
     module: torch.nn.Module,
     spec: GraphSpec,
     check_inputs: tuple[torch.Tensor, ...] | Sequence[tuple[torch.Tensor, ...]],
+    *,
+    release_module: bool = False,
 ) -> float:
     """Check a saved graph against `spec` and against `module` run on `check_inputs`; returns the max |ONNX - PyTorch|.
 
     Checks, in order, each with its own error: input and output names, declared dynamic
     axes symbolic in the graph, ONNX Runtime (CPU) runs, output shapes and dtypes, values
     within atol + rtol * |reference| for every output and every check set.
+
+    PyTorch's outputs are computed before ONNX Runtime loads the graph. With
+    `release_module`, the module's weights are then dropped (`release_weights`), so the
+    two copies of a large model are never in memory at once; the module is unusable after.
     """
     import onnxruntime as ort
-    import torch
 
     check_sets = as_check_sets(check_inputs)
     check_module(module)
@@ -78,6 +83,9 @@ def validate_graph(
     _check_names(spec, path, inputs, outputs)
     _check_dynamic_axes(spec, path, inputs, outputs)
 
+    references = [_reference(module, spec, check) for check in check_sets]
+    if release_module:
+        release_weights(module)
     ort_errors = _ort_errors()
     options = ort.SessionOptions()
     options.log_severity_level = 3  # ORT's shape-annotation warnings would bury the error we raise
@@ -87,15 +95,8 @@ def validate_graph(
         raise OrtRunError(f"{spec.name}: ONNX Runtime cannot load {path}: {e}") from e
 
     max_abs_diff = 0.0
-    for n, check in enumerate(check_sets):
+    for n, (check, reference) in enumerate(zip(check_sets, references)):
         at = f"check_inputs[{n}] ({_describe_shapes(spec.input_names, check)})"
-        with torch.no_grad():
-            reference = _as_outputs(module(*check))
-        if len(reference) != len(spec.output_names):
-            raise OutputNamesError(
-                f"{spec.name}: the module returns {len(reference)} outputs but the spec names "
-                f"{len(spec.output_names)} {list(spec.output_names)}; make the wrapper return one tensor per name"
-            )
         feed = {name: t.detach().cpu().numpy() for name, t in zip(spec.input_names, check)}
         try:
             got = session.run(list(spec.output_names), feed)
@@ -104,8 +105,7 @@ def validate_graph(
                 f"{spec.name}: ONNX Runtime failed at {at}: {e}. A size the trace took as a constant "
                 "inside the graph shows up this way; find the Python int taken from a shape"
             ) from e
-        for name, ref_t, onnx_value in zip(spec.output_names, reference, got):
-            ref = ref_t.detach().cpu().numpy()
+        for name, ref, onnx_value in zip(spec.output_names, reference, got):
             if onnx_value.shape != ref.shape or onnx_value.dtype != ref.dtype:
                 raise ShapeMismatchError(
                     f"{spec.name}: output {name!r} at {at} is {onnx_value.dtype} {tuple(onnx_value.shape)} from "
@@ -114,6 +114,38 @@ def validate_graph(
                 )
             max_abs_diff = max(max_abs_diff, _compare_values(spec, name, at, ref, onnx_value))
     return max_abs_diff
+
+
+def _reference(module, spec: GraphSpec, check: tuple) -> list[np.ndarray]:
+    """The module's outputs at one check set, as NumPy arrays (one per spec output)."""
+    import torch
+
+    with torch.no_grad():
+        reference = _as_outputs(module(*check))
+    if len(reference) != len(spec.output_names):
+        raise OutputNamesError(
+            f"{spec.name}: the module returns {len(reference)} outputs but the spec names "
+            f"{len(spec.output_names)} {list(spec.output_names)}; make the wrapper return one tensor per name"
+        )
+    return [t.detach().cpu().numpy() for t in reference]
+
+
+def release_weights(module) -> int:
+    """Drop every parameter and buffer of `module` (each replaced by an empty tensor); returns the bytes dropped.
+
+    For a large model whose graph is written and whose outputs are known: ONNX Runtime can
+    then load the graph without PyTorch's copy of the same weights beside it.
+    """
+    import gc
+
+    import torch
+
+    freed = 0
+    for t in [*module.parameters(), *module.buffers()]:
+        freed += t.numel() * t.element_size()
+        t.data = torch.empty(0, dtype=t.dtype)
+    gc.collect()  # the exporter's program holds the weights in reference cycles
+    return freed
 
 
 def _check_names(spec: GraphSpec, path: Path, inputs: list[dict], outputs: list[dict]) -> None:

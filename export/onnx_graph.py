@@ -67,6 +67,7 @@ class ComponentExport:
     module: Any  # a torch.nn.Module in eval mode whose forward takes the spec's inputs in order
     example_inputs: tuple  # traced at these
     check_inputs: Any  # a tuple of tensors, or a list of them, at other sizes than the traced ones
+    release_module: bool = False  # drop the module's weights once its outputs are known (no later graph uses it)
 
     @property
     def file(self) -> str:
@@ -80,7 +81,7 @@ def export_components(stage: Path, components: Iterable[ComponentExport]) -> dic
     only when the one before it is written, so the draws from torch's global generator
     happen in the order they always did.
     """
-    return {c.spec.name: export_graph(c.module, c.spec, c.example_inputs, c.check_inputs, stage / c.file) for c in components}
+    return {c.spec.name: export_graph(c.module, c.spec, c.example_inputs, c.check_inputs, stage / c.file, release_module=c.release_module) for c in components}
 
 
 def export_graph(
@@ -89,8 +90,14 @@ def export_graph(
     example_inputs: tuple[torch.Tensor, ...],
     check_inputs: tuple[torch.Tensor, ...] | Sequence[tuple[torch.Tensor, ...]],
     path: str | os.PathLike,
+    *,
+    release_module: bool = False,
 ) -> dict:
     """Trace `module` at `example_inputs`, check it at `check_inputs`, write `path`; returns its manifest entry.
+
+    With `release_module` the module's weights are dropped after tracing, once PyTorch's
+    outputs at `check_inputs` are computed and before ONNX Runtime loads the graph: peak
+    memory is then one copy of the weights, not two. The module is unusable afterwards.
 
     The entry: {"file", "bytes", "sha256", "inputs", "outputs", "max_abs_diff", "atol",
     "rtol", "external_data"}; "external_data" is None, or {"file", "bytes", "sha256"} of
@@ -117,7 +124,7 @@ def export_graph(
             _trace_dynamo(module, spec, example_inputs, staged)
         else:
             _trace_torchscript(module, spec, example_inputs, staged)
-        max_abs_diff = validate_graph(staged, module, spec, check_sets)
+        max_abs_diff = validate_graph(staged, module, spec, check_sets, release_module=release_module)
 
         inputs, outputs = onnx_io_signature(staged)
         sidecars = sorted(p for p in staging.iterdir() if p != staged)
@@ -192,6 +199,11 @@ def _trace_dynamo(module: torch.nn.Module, spec: GraphSpec, example_inputs: tupl
     )
     external = f"{staged.name}.data" if weight_bytes > EXTERNAL_DATA_BYTES else None
     ir.save(program.model, staged, external_data=external)
+    # The exporter's program outlives this call (something in torch.onnx keeps a reference to
+    # it), and its initializers hold the module's own weight tensors: cut them loose, so
+    # dropping the module's weights (release_weights) frees them.
+    for value in program.model.graph.initializers.values():
+        value.const_value = None
 
 
 def _trace_torchscript(module: torch.nn.Module, spec: GraphSpec, example_inputs: tuple, staged: Path) -> None:

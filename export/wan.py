@@ -257,11 +257,14 @@ def export_wan_modules(
     overwrite: bool = False,
     loras: tuple[dict, ...] = (),
     distilled: Distilled | None = None,
+    release_weights: bool = False,
 ) -> Path:
     """Trace Wan modules (already loaded, fp32, eval) to a bundle at `out`, each graph checked against PyTorch.
 
     `loras` are the manifest records of LoRAs already merged into `transformer`; `distilled`
-    overrides the sampler defaults with a distilled schedule (export/distilled.py).
+    overrides the sampler defaults with a distilled schedule (export/distilled.py). With
+    `release_weights` the text encoder and transformer are unusable afterwards: their
+    weights are dropped as soon as their graphs are checked (export/wan_graphs.py).
     """
     from kinema.export.latent_preview import fit_preview_map
     from kinema.export.onnx_graph import export_components
@@ -283,7 +286,7 @@ def export_wan_modules(
     ti2v = variant == "wan2.2-ti2v"
 
     def build(stage: Path) -> dict:
-        comps = export_components(stage, wan_graphs(transformer, vae, text_encoder, n_train=n_train, latent_multiple=latent_multiple, ti2v=ti2v))
+        comps = export_components(stage, wan_graphs(transformer, vae, text_encoder, n_train=n_train, latent_multiple=latent_multiple, ti2v=ti2v, release=release_weights))
         cache_in = [i["name"] for i in comps["decoder_step"]["inputs"][1:]]
         cache_out = [o["name"] for o in comps["decoder_step"]["outputs"][1:]]
         d = defaults
@@ -362,7 +365,8 @@ def export_wan(
     merge_wan_loras(transformer, plans)
     kw = dict(scheduler=ck.scheduler, variant=ck.variant, defaults=defaults, max_length=max_length, distilled=distilled)
     records = tuple(lora_record(p) for p in plans)
-    return export_wan_modules(out, transformer, vae, text_encoder, ck.path / "tokenizer", name=name, overwrite=overwrite, loras=records, **kw)
+    # the modules were loaded for this export only: each one's weights go once its graph is checked
+    return export_wan_modules(out, transformer, vae, text_encoder, ck.path / "tokenizer", name=name, overwrite=overwrite, loras=records, release_weights=True, **kw)
 
 
 __all__ = [

@@ -21,17 +21,17 @@ def _randn(*shape, seed):
     return torch.randn(*shape, generator=torch.Generator().manual_seed(seed))
 
 
-def text_encoder_graph(text_encoder) -> ComponentExport:
+def text_encoder_graph(text_encoder, release: bool = False) -> ComponentExport:
     vocab = int(text_encoder.config.vocab_size)
     gen = torch.Generator().manual_seed(0)
     ids = torch.randint(2, vocab, (1, 8), generator=gen)
     ids_chk = torch.randint(2, vocab, (2, 13), generator=gen)
     mask_chk = torch.ones(2, 13, dtype=torch.int64)
     mask_chk[1, 5:] = 0
-    return ComponentExport(text_encoder_spec(**TEXT_TOL), WanTextEncoder(text_encoder).eval(), (ids, torch.ones_like(ids)), (ids_chk, mask_chk))
+    return ComponentExport(text_encoder_spec(**TEXT_TOL), WanTextEncoder(text_encoder).eval(), (ids, torch.ones_like(ids)), (ids_chk, mask_chk), release)
 
 
-def denoiser_graph(transformer, n_train: int, z: int, latent_multiple: int, *, ti2v: bool = False) -> ComponentExport:
+def denoiser_graph(transformer, n_train: int, z: int, latent_multiple: int, *, ti2v: bool = False, release: bool = False) -> ComponentExport:
     """Wan 2.1 ignores known frames; Wan 2.2 TI2V takes them (checked with the first latent frame known)."""
     text_dim = transformer.config.text_dim
 
@@ -52,7 +52,7 @@ def denoiser_graph(transformer, n_train: int, z: int, latent_multiple: int, *, t
         )
 
     wrapper = WanTI2VDenoiser(transformer, n_train) if ti2v else WanDenoiser(transformer, n_train)
-    return ComponentExport(denoiser_spec(**DENOISER_TOL), wrapper.eval(), den_inputs(2, 2, 2, 3, 8, 0), den_inputs(1, 3, 3, 2, 11, 1))
+    return ComponentExport(denoiser_spec(**DENOISER_TOL), wrapper.eval(), den_inputs(2, 2, 2, 3, 8, 0), den_inputs(1, 3, 3, 2, 11, 1), release)
 
 
 def decoder_graphs(vae, z: int) -> Iterator[ComponentExport]:
@@ -95,11 +95,16 @@ def encoder_graph(vae) -> ComponentExport:
     return ComponentExport(encoder_spec(**ENCODER_TOL), WanEncoder(vae).eval(), frames(2, 5, 2, 3, 9), [frames(1, 9, 3, 2, 10), frames(1, 1, 4, 3, 11)])
 
 
-def wan_graphs(transformer, vae, text_encoder, *, n_train: int, latent_multiple: int, ti2v: bool = False) -> Iterator[ComponentExport]:
-    """Every graph of a Wan bundle, in the order they are exported (and listed in the manifest)."""
+def wan_graphs(transformer, vae, text_encoder, *, n_train: int, latent_multiple: int, ti2v: bool = False, release: bool = False) -> Iterator[ComponentExport]:
+    """Every graph of a Wan bundle, in the order they are exported (and listed in the manifest).
+
+    `release`: the text encoder's and the transformer's weights are dropped once their graphs
+    are checked (one graph each), so ONNX Runtime never holds them beside PyTorch; the VAE,
+    used by four graphs and the preview fit, is kept.
+    """
     z = vae.config.z_dim
-    yield text_encoder_graph(text_encoder)
-    yield denoiser_graph(transformer, n_train, z, latent_multiple, ti2v=ti2v)
+    yield text_encoder_graph(text_encoder, release)
+    yield denoiser_graph(transformer, n_train, z, latent_multiple, ti2v=ti2v, release=release)
     yield from decoder_graphs(vae, z)
     yield encoder_graph(vae)
 

@@ -283,6 +283,46 @@ def test_external_data_past_threshold(tmp_path, monkeypatch):
     np.testing.assert_allclose(got, module(x).detach().numpy(), atol=1e-6, rtol=1e-5)
 
 
+def test_release_module_frees_the_weights_before_onnx_runtime_loads(tmp_path, monkeypatch):
+    """With release_module, no tensor holds the module's weights once ONNX Runtime opens the graph (the large-model path)."""
+    import gc
+
+    monkeypatch.setattr(onnx_graph, "EXTERNAL_DATA_BYTES", 0)  # weights in a sidecar, as for a model past 2 GiB
+    torch.manual_seed(0)
+    module = TinyDenoiser().eval()
+    third = denoiser_inputs(**THIRD, seed=3)
+    with torch.no_grad():
+        expected = module(*third).numpy()
+    weights = {t.untyped_storage().data_ptr() for t in module.parameters()}
+    seen = []
+
+    def live_weight_storages() -> int:
+        count = 0
+        for o in gc.get_objects():
+            if isinstance(o, torch.Tensor):
+                try:
+                    count += o.untyped_storage().data_ptr() in weights and o.numel() > 0
+                except (RuntimeError, NotImplementedError):  # fake and meta tensors have no storage
+                    pass
+        return count
+
+    opened = ort.InferenceSession
+
+    def session(*args, **kwargs):
+        seen.append(live_weight_storages())
+        return opened(*args, **kwargs)
+
+    monkeypatch.setattr(ort, "InferenceSession", session)
+    entry = export_graph(module, DENOISER, denoiser_inputs(**EXAMPLE), denoiser_inputs(**CHECK, seed=2), tmp_path / "d.onnx", release_module=True)
+    monkeypatch.undo()
+    assert seen == [0]  # the one validation session, opened with no tensor left on the weights' memory
+    assert entry["max_abs_diff"] < 1e-5
+    assert all(p.numel() == 0 for p in module.parameters())
+    feeds = {n: t.numpy() for n, t in zip(DENOISER.input_names, third)}
+    (got,) = ort.InferenceSession(str(tmp_path / "d.onnx"), providers=["CPUExecutionProvider"]).run(None, feeds)
+    np.testing.assert_allclose(got, expected, atol=1e-5, rtol=1e-4)  # the graph kept the weights the module dropped
+
+
 def test_torchscript_fallback_passes_the_same_checks(tmp_path):
     torch.manual_seed(0)
     spec = dataclasses.replace(DENOISER, dynamo=False)
