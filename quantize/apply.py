@@ -19,6 +19,7 @@ from kinema.quantize.calibration import data_reader
 from kinema.quantize.graph_rewrite import dynamic_exclusions, gemms_as_matmuls, with_matmul_names
 from kinema.quantize.plan import ComponentPlan
 from kinema.quantize.recipes import DynamicInt8, Float16, Mixed, StaticInt8, WeightOnly
+from kinema.quantize.stream_int8 import quantize_dynamic_streaming
 
 
 def copy_graph(src_root: Path, rel: str, stage: Path) -> None:
@@ -134,11 +135,20 @@ def _apply_static(p: ComponentPlan, src: Path, dst: Path, external_data: bool, c
 
 
 def _apply_dynamic(p: ComponentPlan, src: Path, dst: Path, external_data: bool, calibration: list[dict] | None) -> None:
-    """Dynamic int8: int8 weights, uint8 activations quantized per call (MatMulInteger)."""
+    """Dynamic int8: int8 weights, uint8 activations quantized per call (MatMulInteger).
+
+    A graph with external data (the large ones) goes through quantize/stream_int8.py, which
+    holds one weight at a time; the others through ORT's quantize_dynamic.
+    """
     import onnx
     from onnxruntime.quantization import QuantType, quantize_dynamic
 
     r = p.recipe
+    exclude = dynamic_exclusions(onnx.load(str(src), load_external_data=False).graph, r, p.float_nodes)
+    if external_data and set(r.op_types) <= {"MatMul", "Gemm"} and external_data_locations(src):
+        # weights in a sidecar: a large graph, quantized one weight at a time (the same graph as ORT's tool writes)
+        quantize_dynamic_streaming(src, dst, nodes_to_exclude=exclude, per_channel=r.per_channel, reduce_range=r.reduce_range)
+        return
     with _private_copy(src, dst.parent) as private:
         quantize_dynamic(
             private,
@@ -148,7 +158,7 @@ def _apply_dynamic(p: ComponentPlan, src: Path, dst: Path, external_data: bool, 
             per_channel=r.per_channel,
             reduce_range=r.reduce_range,
             weight_type=QuantType.QInt8,  # activations are always uint8 in ORT's dynamic mode (DynamicQuantizeLinear)
-            nodes_to_exclude=dynamic_exclusions(onnx.load(str(src), load_external_data=False).graph, r, p.float_nodes),
+            nodes_to_exclude=exclude,
             use_external_data_format=external_data,
         )
 

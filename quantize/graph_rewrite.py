@@ -5,14 +5,15 @@ from __future__ import annotations
 from kinema.quantize.recipes import DynamicInt8
 
 
-def gemms_as_matmuls(model) -> int:
+def gemms_as_matmuls(model, read=None) -> int:
     """Rewrite each Gemm with a constant weight as MatMul (+ Add for a bias), in place; returns how many.
 
     MatMulNBits only replaces MatMul, so Linears the exporter wrote as Gemm (2-D inputs:
     adaLN modulation, the timestep MLP) would stay fp32 under a weight-only recipe. The
     new nodes are named `<gemm>_MatMul` / `<gemm>_Add`, as ORT's own rewrite names them,
     and keep the Gemm's module-scope metadata so recipe groups still select them. A Gemm
-    with alpha/beta != 1, transA, or a computed weight is left as it is.
+    with alpha/beta != 1, transA, or a computed weight is left as it is. `read` turns an
+    initializer into an array (default: numpy_helper.to_array, which needs its data loaded).
     """
     from onnx import helper, numpy_helper
 
@@ -32,7 +33,7 @@ def gemms_as_matmuls(model) -> int:
             continue
         w = node.input[1]
         if attrs.get("transB", 0):
-            t = numpy_helper.to_array(inits[w]).T.copy()  # (in, out) for MatMul
+            t = (read or numpy_helper.to_array)(inits[w]).T.copy()  # (in, out) for MatMul
             w = f"{w}_transposed"
             if w not in inits:
                 inits[w] = numpy_helper.from_array(t, w)
