@@ -1,0 +1,193 @@
+"""The child processes of wan_real_size.py, as code strings run with `python -c CODE CFG_JSON`.
+
+Each prints one `RESULT {json}` line with its own peak RSS and CPU seconds. They share
+_COMMON: the seeded random Wan2.1-1.3B transformer, the step's inputs (batch 2: prompt and
+negative prompt) at cfg["latent"], the random LoRA.
+"""
+
+_COMMON = r"""
+import json, resource, sys, time
+from pathlib import Path
+import numpy as np
+cfg = json.loads(sys.argv[1])
+def rss_mib():
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+def inputs():
+    rng = np.random.default_rng(1)
+    t, h, w = cfg["latent"]
+    x = rng.standard_normal((2, 16, t, h, w), dtype=np.float32)
+    text = (rng.standard_normal((2, cfg["tokens"], 4096), dtype=np.float32) * 0.1)
+    text[1, 40:] = 0.0  # WanPipeline zero-pads the states past each prompt's length
+    return {"latents": x, "timestep": np.full((2,), 0.7, np.float32), "text_embeds": text,
+            "text_mask": np.ones((2, cfg["tokens"]), np.int64), "cond_latents": np.zeros_like(x),
+            "cond_mask": np.zeros((2, 1, t, 1, 1), np.float32)}
+def build_transformer():
+    import torch
+    from diffusers import WanTransformer3DModel
+    torch.manual_seed(cfg["seed"])
+    return WanTransformer3DModel(**cfg["model"]).eval()
+def make_and_merge_lora(tr, rank):
+    # A random rank-`rank` LoRA on every linear of every block, written in Wan's own key names
+    # (as lightx2v's distillation LoRAs are), then read, planned and merged by kinema's export path.
+    import torch
+    from safetensors.torch import save_file
+    from kinema.export.lora import LoraSpec
+    from kinema.export.wan_lora import merge_wan_loras, plan_wan_loras, wan_to_diffusers
+    g = torch.Generator().manual_seed(cfg["seed"] + 1)
+    tensors = {}
+    wan_names = [f"{w}.{x}" for w in ("self_attn", "cross_attn") for x in "qkvo"] + ["ffn.0", "ffn.2"]
+    diffusers_name = wan_to_diffusers(len(tr.blocks))
+    for i in range(len(tr.blocks)):
+        for wan in wan_names:
+            out_f, in_f = tr.get_submodule(diffusers_name[f"blocks.{i}.{wan}"]).weight.shape
+            key = f"diffusion_model.blocks.{i}.{wan}"
+            tensors[key + ".lora_A.weight"] = torch.randn(rank, in_f, generator=g) / in_f**0.5
+            tensors[key + ".lora_B.weight"] = torch.randn(out_f, rank, generator=g) * 0.01
+    path = cfg["work"] + "/lora.safetensors"
+    save_file(tensors, path)
+    n = sum(v.numel() for v in tensors.values())
+    del tensors
+    t0 = time.perf_counter()
+    plans = plan_wan_loras([LoraSpec(Path(path), 1.0, "lora.safetensors")], cfg["model"])
+    merge_wan_loras(tr, plans)
+    return {"lora_rank": rank, "lora_params": n, "lora_modules": sum(len(p.deltas) for p in plans),
+            "lora_read_merge_s": round(time.perf_counter() - t0, 1)}
+def report(d):
+    ru = resource.getrusage(resource.RUSAGE_SELF)  # CPU seconds: wall time alone misleads on a shared machine
+    print("RESULT " + json.dumps({**d, "peak_rss_mib": round(rss_mib(), 1), "cpu_s": round(ru.ru_utime + ru.ru_stime, 1)}), flush=True)
+"""
+
+_EXPORT = _COMMON + r"""
+import torch
+from kinema.export.onnx_graph import export_graph
+from kinema.export.signatures import denoiser_spec
+from kinema.models.wan import WanDenoiser
+torch.set_num_threads(cfg["threads"])
+t0 = time.perf_counter()
+tr = build_transformer()
+lora = {}
+if cfg["lora_rank"]:
+    lora = make_and_merge_lora(tr, cfg["lora_rank"])
+den = WanDenoiser(tr).eval()
+params = sum(p.numel() for p in den.parameters())
+spec = denoiser_spec(atol=1e-3, rtol=1e-2)
+def small(b, t, h, w, l, seed):
+    g = torch.Generator().manual_seed(seed)
+    x = torch.randn(b, 16, t, h, w, generator=g)
+    return (x, torch.rand(b, generator=g), torch.randn(b, l, 4096, generator=g) * 0.1, torch.ones(b, l, dtype=torch.int64),
+            torch.zeros_like(x), torch.zeros(b, 1, t, 1, 1))
+built = time.perf_counter() - t0
+built_rss = rss_mib()  # the model built (and any LoRA merged), before tracing
+# as `kinema export wan` does: the weights are dropped once PyTorch's check outputs are known
+entry = export_graph(den, spec, small(2, 2, 4, 6, 8, 0), small(1, 3, 6, 4, 11, 1), cfg["work"] + "/denoiser.onnx", release_module=True)
+report({"stage": "export", "params": params, "build_s": round(built, 1), "peak_rss_before_trace_mib": round(built_rss, 1), **lora, "wall_s": round(time.perf_counter() - t0, 1),
+        "max_abs_diff": entry["max_abs_diff"], "onnx_bytes": entry["bytes"] + (entry["external_data"] or {"bytes": 0})["bytes"],
+        "external_data": entry["external_data"] is not None, "inputs": entry["inputs"]})
+"""
+
+_QUANTIZE = _COMMON + r"""
+import onnx
+from pathlib import Path
+from kinema.quantize.quantize_bundle import ComponentPlan, apply_recipe, resolve_nodes
+from kinema.export.wan import TOOLS
+from kinema.quantize.recipes import describe, float_nodes, preset
+t0 = time.perf_counter()
+name = cfg["variant"]
+recipe = preset(name, TOOLS["float_groups"]).for_component("denoiser")
+src = Path(cfg["work"]) / "denoiser.onnx"
+keep = resolve_nodes(onnx.load(str(src), load_external_data=False).graph, float_nodes(recipe), src.name)
+dst = Path(cfg["work"]) / name / "denoiser.onnx"
+apply_recipe(ComponentPlan(recipe, keep), src, dst, external_data=True)
+size = sum(p.stat().st_size for p in dst.parent.iterdir())
+report({"stage": "quantize", "variant": name, "recipe": describe(recipe), "float_nodes": len(keep),
+        "wall_s": round(time.perf_counter() - t0, 1), "onnx_bytes": size})
+"""
+
+_TIME_ORT = _COMMON + r"""
+import onnxruntime as ort
+from kinema.runtime.engine.sessions import open_session
+from pathlib import Path
+feeds = inputs()
+path = Path(cfg["work"]) / ("denoiser.onnx" if cfg["variant"] == "fp32" else cfg["variant"] + "/denoiser.onnx")
+t0 = time.perf_counter()
+s = open_session(path, "cpu", cfg["threads"])
+load = time.perf_counter() - t0
+out = s.run(None, feeds)[0]
+times = []
+for _ in range(cfg["steps"]):
+    t0 = time.perf_counter(); out = s.run(None, feeds)[0]; times.append(time.perf_counter() - t0)
+ref_path = Path(cfg["work"]) / ("fp32_out_%dx%dx%d.npy" % tuple(cfg["latent"]))  # the ONNX fp32 output at this size
+if cfg["variant"] == "fp32":
+    np.save(ref_path, out)
+ref = np.load(ref_path) if ref_path.exists() else None
+sqnr = None if ref is None or cfg["variant"] == "fp32" else float(10 * np.log10(np.sum(ref.astype(np.float64) ** 2) / np.sum((ref.astype(np.float64) - out) ** 2)))
+report({"stage": "time", "variant": "onnx-" + cfg["variant"], "latent": cfg["latent"], "load_s": round(load, 1), "step_s": times, "sqnr_db_vs_onnx_fp32": sqnr})
+"""
+
+_TIME_TORCH = _COMMON + r"""
+import torch
+torch.set_num_threads(cfg["threads"])
+dtype = {"fp32": torch.float32, "bf16": torch.bfloat16}[cfg["variant"]]
+feeds = inputs()
+t0 = time.perf_counter()
+tr = build_transformer().to(dtype)
+for n, p in tr.named_parameters():  # as from_pretrained(torch_dtype=bf16) does: _keep_in_fp32_modules stay fp32
+    if any(k in n.split(".") for k in (tr._keep_in_fp32_modules or [])):
+        p.data = p.data.float()
+load = time.perf_counter() - t0
+x = torch.from_numpy(feeds["latents"]).to(dtype)
+t = torch.floor(torch.from_numpy(feeds["timestep"]) * 1000)
+text = torch.from_numpy(feeds["text_embeds"]).to(dtype)
+times = []
+with torch.no_grad():
+    out = tr(x, t, text, return_dict=False)[0]
+    for _ in range(cfg["steps"]):
+        t0 = time.perf_counter(); out = tr(x, t, text, return_dict=False)[0]; times.append(time.perf_counter() - t0)
+from pathlib import Path
+ref_path = Path(cfg["work"]) / ("fp32_out_%dx%dx%d.npy" % tuple(cfg["latent"]))  # the ONNX fp32 output at this size
+o = out.float().numpy()
+sqnr = None
+if ref_path.exists():
+    ref = np.load(ref_path).astype(np.float64)
+    sqnr = float(10 * np.log10(np.sum(ref ** 2) / max(np.sum((ref - o) ** 2), 1e-30)))
+report({"stage": "time", "variant": "torch-" + cfg["variant"], "latent": cfg["latent"], "load_s": round(load, 1), "step_s": times, "sqnr_db_vs_onnx_fp32": sqnr,
+        "torch": torch.__version__})
+"""
+
+_TIME_CLIP = _COMMON + r"""
+# One clip's denoising at cfg["clip_latent"]: the distilled schedule (4 steps, no guidance: one
+# batch-1 call per step) run whole, against guided steps (one batch-2 call each) timed one by one.
+import onnxruntime as ort
+from kinema.runtime.engine.sessions import open_session
+t, h, w = cfg["clip_latent"]
+rng = np.random.default_rng(2)
+path = Path(cfg["work"]) / ("denoiser.onnx" if cfg["variant"] == "fp32" else cfg["variant"] + "/denoiser.onnx")
+s = open_session(path, "cpu", cfg["threads"])
+from kinema.export.distilled import PRESETS
+texts = {b: rng.standard_normal((b, cfg["tokens"], 4096), dtype=np.float32) * 0.1 for b in (1, 2)}  # drawn once, outside the timing
+def feeds(x, sigma):
+    b = len(x)
+    return {"latents": x, "timestep": np.full((b,), sigma, np.float32), "text_embeds": texts[b],
+            "text_mask": np.ones((b, cfg["tokens"]), np.int64), "cond_latents": np.zeros_like(x),
+            "cond_mask": np.zeros((b, 1, t, 1, 1), np.float32)}
+x0 = rng.standard_normal((1, 16, t, h, w), dtype=np.float32)
+s.run(None, feeds(x0, 1.0))  # warm-up
+d = PRESETS["lightx2v-4step"]  # the runtime's sigmas for it: shift * s / (1 + (shift - 1) * s), s = timestep / 1000
+sigmas = [d.shift * (t / 1000) / (1 + (d.shift - 1) * (t / 1000)) for t in d.timesteps] + [0.0]
+t0 = time.perf_counter()
+x = x0
+for a, b in zip(sigmas[:-1], sigmas[1:]):
+    v = s.run(None, feeds(x, a))[0]
+    x = x + (b - a) * v
+distilled = time.perf_counter() - t0
+x2 = np.concatenate([x0, x0])
+s.run(None, feeds(x2, 1.0))  # warm-up at batch 2
+guided = []
+for i in range(cfg["guided_timed"]):
+    t0 = time.perf_counter()
+    v = s.run(None, feeds(x2, 1.0 - 0.02 * i))[0]
+    v = v[1:] + 5.0 * (v[:1] - v[1:])
+    guided.append(time.perf_counter() - t0)
+report({"stage": "clip", "variant": "onnx-" + cfg["variant"], "latent": [t, h, w], "distilled_4_steps_s": round(distilled, 2),
+        "guided_step_s": [round(g, 2) for g in guided], "finite": bool(np.isfinite(x).all())})
+"""
