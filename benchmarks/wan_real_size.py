@@ -13,7 +13,8 @@ per process): load, one warm-up call, `--steps` timed calls of one sampling step
 guidance, i.e. the transformer at batch 2 (prompt + negative prompt) on latents for each
 clip of `--sizes` (FRAMESxHEIGHTxWIDTH) and 512 text tokens (Wan's max_sequence_length); the
 fp32 variants at the first size only (`--first-size-only`), `--later-steps` timed calls at
-the others. The JSON's `ratios` hold, per size, diffusers bf16's step time over the fastest
+the others. diffusers bf16 loads a bf16 checkpoint of the same weights with from_pretrained,
+as a user's process would (it never holds the fp32 model). The JSON's `ratios` hold, per size, diffusers bf16's step time over the fastest
 ONNX variant's and that variant's peak RSS as a fraction of diffusers bf16's.
 Also reported per variant: load time, the output's SQNR against the ONNX fp32 graph on the
 same inputs. Export and quantization steps report their own peak RSS and wall time.
@@ -47,7 +48,7 @@ import sys
 from pathlib import Path
 
 import common
-from wan_real_size_code import _EXPORT, _QUANTIZE, _TIME_CLIP, _TIME_ORT, _TIME_TORCH
+from wan_real_size_code import _CHECKPOINT, _EXPORT, _QUANTIZE, _TIME_CLIP, _TIME_ORT, _TIME_TORCH
 
 NAME = "wan_real_size"
 
@@ -213,13 +214,16 @@ def main(argv=None) -> int:
                 results["prepare"].append({"stage": "quantize", "variant": prec, **q})
                 md = write(results, args.out, args.result_name)
                 failed |= {v} if "error" in q else set()
+        if "torch-bf16" in variants:
+            c = run_child(_CHECKPOINT, cfg, timeout=3600)
+            failed |= {"torch-bf16"} if "error" in c else set()
         for i, (size, name) in enumerate(zip(sizes, names)):
             for v in variants:
                 if i and v in first_only:
                     continue
                 kind, prec = v.split("-", 1)
                 if v in failed:
-                    results["timing"].append({"variant": v, "size": name, "latent": latent_of(size), "error": "quantization failed"})
+                    results["timing"].append({"variant": v, "size": name, "latent": latent_of(size), "error": "its graph or checkpoint could not be made"})
                     continue
                 run_cfg = {**cfg, "variant": prec, "latent": latent_of(size), "steps": args.later_steps if i else args.steps}
                 t = run_child(_TIME_ORT if kind == "onnx" else _TIME_TORCH, run_cfg, timeout=3600)

@@ -130,10 +130,13 @@ torch.set_num_threads(cfg["threads"])
 dtype = {"fp32": torch.float32, "bf16": torch.bfloat16}[cfg["variant"]]
 feeds = inputs()
 t0 = time.perf_counter()
-tr = build_transformer().to(dtype)
-for n, p in tr.named_parameters():  # as from_pretrained(torch_dtype=bf16) does: _keep_in_fp32_modules stay fp32
-    if any(k in n.split(".") for k in (tr._keep_in_fp32_modules or [])):
-        p.data = p.data.float()
+if cfg["variant"] == "bf16":
+    # as a user loads it: from a bf16 checkpoint (the same weights, written by _CHECKPOINT), so
+    # the process never holds the fp32 model; from_pretrained keeps _keep_in_fp32_modules in fp32
+    from diffusers import WanTransformer3DModel
+    tr = WanTransformer3DModel.from_pretrained(cfg["work"] + "/bf16", torch_dtype=torch.bfloat16).eval()
+else:
+    tr = build_transformer()
 load = time.perf_counter() - t0
 x = torch.from_numpy(feeds["latents"]).to(dtype)
 t = torch.floor(torch.from_numpy(feeds["timestep"]) * 1000)
@@ -190,4 +193,14 @@ for i in range(cfg["guided_timed"]):
     guided.append(time.perf_counter() - t0)
 report({"stage": "clip", "variant": "onnx-" + cfg["variant"], "latent": [t, h, w], "distilled_4_steps_s": round(distilled, 2),
         "guided_step_s": [round(g, 2) for g in guided], "finite": bool(np.isfinite(x).all())})
+"""
+
+_CHECKPOINT = _COMMON + r"""
+# The transformer's weights (the same seeded ones) saved as a bf16 diffusers checkpoint, for torch-bf16.
+import torch
+tr = build_transformer()
+if cfg["lora_rank"]:
+    make_and_merge_lora(tr, cfg["lora_rank"])
+tr.to(torch.bfloat16).save_pretrained(cfg["work"] + "/bf16")
+report({"stage": "checkpoint"})
 """

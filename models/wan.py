@@ -5,7 +5,8 @@ gives it the forward of one bundle graph (docs/bundle_format.md, the graph signa
 
 - WanTextEncoder:   UMT5 encoder; token states zeroed past each prompt's length, as
                     WanPipeline does before the denoiser sees them.
-- WanDenoiser:      WanTransformer3DModel; the flow sigma in, Wan's integer timestep inside.
+- WanDenoiser:      WanTransformer3DModel; the flow sigma in, Wan's integer timestep inside;
+                    its attention through WanExportAttention (same values, no strided writes).
 - WanTI2VDenoiser:  the same for Wan 2.2 TI2V, with known latent frames and a timestep per token.
 - WanDecoderPrefix / WanDecoderStep: AutoencoderKLWan's decode, one latent frame per call,
                     with diffusers' Python-side feature cache turned into explicit tensors.
@@ -45,6 +46,47 @@ class WanTextEncoder(nn.Module):
         return h * attention_mask.unsqueeze(-1).to(h.dtype)
 
 
+def _rotary(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
+    """Wan's rotary embedding on (B, N, heads, D): pairs (x[2i], x[2i+1]) rotated, written back by stack + reshape."""
+    x1, x2 = x.unflatten(-1, (-1, 2)).unbind(-1)
+    c, s = cos[..., 0::2], sin[..., 1::2]
+    return torch.stack((x1 * c - x2 * s, x1 * s + x2 * c), dim=-1).flatten(-2).type_as(x)
+
+
+class WanExportAttention:
+    """Wan's attention for tracing: the values of diffusers' WanAttnProcessor, in a graph without its strided writes.
+
+    diffusers writes the rotated pairs into even and odd slots of an empty tensor; the
+    exporter makes that a ScatterND between two transposes of the whole query or key,
+    which took a third of an int8 step of the real-size transformer at 17x256x256. Here the
+    same products are stacked and reshaped; attention is torch's scaled_dot_product_attention
+    on (B, heads, N, D), as diffusers' native backend calls it. Image-conditioned blocks
+    (add_k_proj, Wan 2.1 I2V) are not handled: WanDenoiser leaves their processor alone.
+    """
+
+    def __call__(self, attn, hidden_states, encoder_hidden_states=None, attention_mask=None, rotary_emb=None):
+        from diffusers.models.transformers.transformer_wan import _get_qkv_projections
+
+        q, k, v = _get_qkv_projections(attn, hidden_states, encoder_hidden_states)
+        q, k = attn.norm_q(q), attn.norm_k(k)
+        q, k, v = (t.unflatten(2, (attn.heads, -1)) for t in (q, k, v))  # (B, N, heads, D)
+        if rotary_emb is not None:
+            q, k = _rotary(q, *rotary_emb), _rotary(k, *rotary_emb)
+        out = F.scaled_dot_product_attention(q.transpose(1, 2), k.transpose(1, 2), v.transpose(1, 2), attn_mask=attention_mask)
+        out = out.transpose(1, 2).flatten(2, 3).type_as(q)
+        return attn.to_out[1](attn.to_out[0](out))
+
+
+def use_export_attention(transformer: nn.Module) -> int:
+    """Give every plain (text-only) WanAttention of `transformer` WanExportAttention; returns how many."""
+    n = 0
+    for module in transformer.modules():
+        if type(module).__name__ == "WanAttention" and getattr(module, "add_k_proj", None) is None and hasattr(module, "set_processor"):
+            module.set_processor(WanExportAttention())
+            n += 1
+    return n
+
+
 class WanDenoiser(nn.Module):
     """kinema's denoiser signature around WanTransformer3DModel: flow velocity out.
 
@@ -58,6 +100,7 @@ class WanDenoiser(nn.Module):
 
     def __init__(self, transformer: nn.Module, num_train_timesteps: int = 1000):
         super().__init__()
+        use_export_attention(transformer)  # the same values as diffusers' attention, a leaner graph
         self.transformer = transformer
         self.num_train_timesteps = float(num_train_timesteps)
 
