@@ -55,6 +55,23 @@ def test_nearest2x_equals_nearest_exact(shape):
     assert torch.equal(Nearest2x()(x), ref)
 
 
+def test_export_attention_is_diffusers_attention_bit_for_bit():
+    """WanDenoiser's attention processor (rotary pairs stacked, not written to strided slots) gives diffusers' transformer output exactly."""
+    from diffusers.models.transformers.transformer_wan import WanAttnProcessor
+
+    from kinema.models.wan import WanDenoiser
+
+    ref, _, _ = tiny_modules(seed=3)
+    ours, _, _ = tiny_modules(seed=3)
+    g = torch.Generator().manual_seed(0)
+    x, t, text = torch.randn(2, 16, 3, 6, 4, generator=g), torch.tensor([250.0, 900.0]), torch.randn(2, 7, 32, generator=g)
+    WanDenoiser(ours)
+    assert sum(type(m.processor).__name__ == "WanExportAttention" for m in ours.modules() if hasattr(m, "processor")) == 4  # 2 blocks x (self, cross)
+    assert all(isinstance(m.processor, WanAttnProcessor) for m in ref.modules() if type(m).__name__ == "WanAttention")
+    with torch.no_grad():
+        assert torch.equal(ours(x, t, text, return_dict=False)[0], ref(x, t, text, return_dict=False)[0])
+
+
 @pytest.mark.parametrize("wan22", [False, True], ids=["wan2.1-vae", "wan2.2-vae"])
 def test_streaming_decoder_wrappers_equal_diffusers_decode(wan22):
     """Explicit caches, one latent frame per call, against diffusers' own decode (its Python-side cache)."""
@@ -220,6 +237,14 @@ def reference(wan_export):
 
 
 @pytest.mark.slow
+def test_denoiser_graph_has_no_strided_rotary_writes(wan_export):
+    """The exporter turns diffusers' strided rotary writes into ScatterND between whole-tensor transposes; WanExportAttention leaves none."""
+    import onnx
+
+    ops = [n.op_type for n in onnx.load(str(wan_export[1] / "denoiser.onnx"), load_external_data=False).graph.node]
+    assert "ScatterND" not in ops and ops.count("MatMul") > 0
+
+
 def test_manifest_records_wan_rules_and_dynamic_axes(wan_export):
     m = json.loads((wan_export[1] / "manifest.json").read_text())
     assert m["family"] == "wan" and m["model"]["variant"] == "wan2.1-t2v"
