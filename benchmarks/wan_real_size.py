@@ -30,8 +30,8 @@ are deleted at the end unless --keep. `--layers 2` runs the same path on a 2-lay
 own key names, then reads, plans and merges it with kinema's export path (export/wan_lora.py);
 the export row reports that step's time, and its peak RSS includes it. `--clip FxHxW` then
 times one clip's denoising on the int8 graph: the 4 distilled steps without guidance run whole
-(lightx2v's timesteps), against `--guided-timed` guided steps timed one by one (50 guided steps
-are reported as 50 x their median, not run whole).
+(lightx2v's timesteps), against `--guided-timed` guided steps timed one by one (reported as 50 x
+their median) and, with `--guided-whole 50`, 50 guided steps run whole.
 Writes benchmarks/results/wan_real_size/result.json and result.md (under --out, the results
 root; `--result-name` another subfolder), with the machine it ran on.
 """
@@ -153,6 +153,9 @@ def write(results: dict, out: Path, name: str = NAME) -> str:
                f"run whole) {c['distilled_4_steps_s']} s; one guided step (a batch-2 call) median {g:.2f} s over {len(c['guided_step_s'])}, "
                f"so 50 guided steps {50 * g:.0f} s (50 x the median, not run whole): {50 * g / c['distilled_4_steps_s']:.1f}x the distilled clip; "
                f"peak RSS {c['peak_rss_mib']:.0f} MiB.\n")
+        if c.get("guided_whole_s"):
+            md += (f"\n{c['guided_steps_run_whole']} guided steps run whole: {c['guided_whole_s']} s, "
+                   f"{c['guided_whole_s'] / c['distilled_4_steps_s']:.1f}x the 4 distilled steps.\n")
     common.write_result(name, results, md, out)
     return md
 
@@ -173,6 +176,7 @@ def main(argv=None) -> int:
     ap.add_argument("--lora-rank", type=int, default=0, help="merge a random LoRA of this rank into every block's linears before export")
     ap.add_argument("--clip", default="", help="FxHxW: also time one clip's denoising there, 4 distilled steps against guided steps")
     ap.add_argument("--guided-timed", type=int, default=2, help="guided steps timed one by one for --clip")
+    ap.add_argument("--guided-whole", type=int, default=0, help="also run this many guided steps whole for --clip (50: Wan's default)")
     ap.add_argument("--result-name", default=NAME, help="results subfolder")
     args = ap.parse_args(argv)
     sizes = [_size(v, "--sizes") for v in args.sizes.split(",") if v.strip()]
@@ -184,7 +188,7 @@ def main(argv=None) -> int:
     model = {**WAN21_1_3B, "num_layers": args.layers}
     args.work.mkdir(parents=True, exist_ok=True)
     cfg = {"model": model, "seed": SEED, "tokens": TEXT_TOKENS, "threads": args.threads, "work": str(args.work.resolve()),
-           "lora_rank": args.lora_rank, "clip_latent": clip, "guided_timed": args.guided_timed}
+           "lora_rank": args.lora_rank, "clip_latent": clip, "guided_timed": args.guided_timed, "guided_whole": args.guided_whole}
     names = ["x".join(map(str, z)) for z in sizes]
     results = {
         "settings": {"sizes": names, "latents": [latent_of(z) for z in sizes], "tokens": TEXT_TOKENS, "layers": args.layers, "threads": args.threads,
