@@ -257,14 +257,12 @@ def export_wan_modules(
     overwrite: bool = False,
     loras: tuple[dict, ...] = (),
     distilled: Distilled | None = None,
-    release_weights: bool = False,
+    release_weights: bool = False,  # drop the text encoder's and transformer's weights once checked
 ) -> Path:
     """Trace Wan modules (already loaded, fp32, eval) to a bundle at `out`, each graph checked against PyTorch.
 
     `loras` are the manifest records of LoRAs already merged into `transformer`; `distilled`
-    overrides the sampler defaults with a distilled schedule (export/distilled.py). With
-    `release_weights` the text encoder and transformer are unusable afterwards: their
-    weights are dropped as soon as their graphs are checked (export/wan_graphs.py).
+    overrides the sampler defaults with a distilled schedule (export/distilled.py).
     """
     from kinema.export.latent_preview import fit_preview_map
     from kinema.export.onnx_graph import export_components

@@ -288,9 +288,8 @@ def preset(name: str, groups: Mapping[str, tuple[str, ...]] | str | None = None)
     if name == "fp16":
         return BundleRecipe("fp16", {"denoiser": Float16(node_block_list=denoiser)}, default=Float16())
     if name == "int8":
-        # The decoders are all (3-D) Conv: ORT's ConvInteger measured ~3x slower than the fp32
-        # Conv on this CPU (decoder_step 70 vs 24 ms, 1 thread) at ~40 dB, so they stay fp32. Static QDQ
-        # Convs (StaticInt8, last Conv float) measured 1.24x faster at >= 43 dB (benchmarks/decoder_int8.py).
+        # Decoders (3-D Conv) stay fp32: ConvInteger was ~3x slower; static QDQ Convs 1.24x faster at
+        # >= 43 dB (benchmarks/decoder_int8.py), not yet adopted here.
         return BundleRecipe("int8", {"text_encoder": DynamicInt8(nodes_to_exclude=text_int8), "denoiser": DynamicInt8(nodes_to_exclude=denoiser)})
     if name == "int8-static":
         # The text encoder runs once per video: its dynamic int8 costs nothing per step.
