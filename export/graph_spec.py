@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from types import MappingProxyType
 
@@ -57,6 +57,9 @@ class GraphSpec:
     # False selects the TorchScript exporter: only for a module the dynamo exporter
     # cannot trace.
     dynamo: bool = True
+    # For a module with custom torch ops: a function returning their ONNX translations
+    # (torch.onnx.export's custom_translation_table; export/tiny_forms.py).
+    translations: Callable[[], dict] | None = None
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "input_names", tuple(self.input_names))

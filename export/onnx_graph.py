@@ -191,6 +191,7 @@ def _trace_dynamo(module: torch.nn.Module, spec: GraphSpec, example_inputs: tupl
             input_names=list(spec.input_names),
             output_names=list(spec.output_names),
             opset_version=spec.opset,
+            custom_translation_table=spec.translations() if spec.translations else None,
             optimize=True,  # constant folding and dead-node removal; ORT would redo part of it at every load
             verbose=False,
         )

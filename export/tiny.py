@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import torch
@@ -16,6 +16,7 @@ from kinema.runtime.bundle.writer import write_bundle
 from kinema.export.tiny_manifest import manifest_fields
 from kinema.export.onnx_graph import ComponentExport, GraphSpec, export_components
 from kinema.export.signatures import denoiser_spec, encoder_spec, text_encoder_spec
+from kinema.export.tiny_forms import EXPORT_OPSET, onnx_translations, use_export_attention, use_subpixel_upsample
 
 TEXT_TOL = dict(atol=2e-4, rtol=1e-3)
 DENOISER_TOL = dict(atol=2e-4, rtol=1e-3)
@@ -125,7 +126,8 @@ def denoiser_graph(dit: TinyDiT) -> ComponentExport:
             cm,
         )
 
-    return ComponentExport(denoiser_spec(**DENOISER_TOL), DenoiserGraph(dit).eval(), den_inputs(2, 3, 8, 8, 12, 0), den_inputs(3, 5, 6, 10, MAX_TOKENS, 1))
+    spec = replace(denoiser_spec(**DENOISER_TOL), opset=EXPORT_OPSET, translations=onnx_translations)
+    return ComponentExport(spec, DenoiserGraph(use_export_attention(dit)).eval(), den_inputs(2, 3, 8, 8, 12, 0), den_inputs(3, 5, 6, 10, MAX_TOKENS, 1))
 
 
 def decoder_caches(vae: TinyVAE, c: int) -> tuple[tuple[str, ...], tuple[str, ...], list]:
@@ -136,7 +138,8 @@ def decoder_caches(vae: TinyVAE, c: int) -> tuple[tuple[str, ...], tuple[str, ..
 
 
 def decoder_graphs(vae: TinyVAE, c: int) -> Iterator[ComponentExport]:
-    """Prefix and step graphs with explicit caches, one latent frame per call."""
+    """Prefix and step graphs with explicit caches, one latent frame per call (in the sub-pixel form)."""
+    use_subpixel_upsample(vae)
     lat1 = {0: "B", 3: "H", 4: "W"}
     cache_in, cache_out, caches = decoder_caches(vae, c)
     cache_out_axes = {n: {0: "B"} for n in cache_out}  # spatial sizes are expressions of H, W

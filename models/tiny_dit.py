@@ -158,6 +158,8 @@ class FinalLayer(nn.Module):
 class TinyDiT(nn.Module):
     """Velocity prediction for rectified flow over a (B, C, T, H, W) latent."""
 
+    token_layout_attention = False  # set by export/tiny_forms.py's use_export_attention
+
     def __init__(self, cfg: DiTConfig = DiTConfig()):
         super().__init__()
         self.cfg = cfg
@@ -207,6 +209,10 @@ class TinyDiT(nn.Module):
         cond = self.t_embed(timestep) + self.text_pool(pooled)  # (B, D)
         attn_mask = (text_mask > 0)[:, None, None, :]  # (B, 1, 1, L)
         cos, sin = rope_tables(gt, gh, gw, self.cfg.rope_split, self.cfg.rope_theta, latents.device)
+        if self.token_layout_attention:  # the export form (export/tiny_forms.py): tables per sample, an additive mask
+            n = x.shape[1]
+            cos, sin = cos.expand(b, n, -1), sin.expand(b, n, -1)
+            attn_mask = torch.zeros(attn_mask.shape, dtype=x.dtype, device=x.device).masked_fill(~attn_mask, float("-inf")).expand(b, 1, n, -1)
 
         for block in self.blocks:
             x = block(x, cond, text_embeds, attn_mask, cos, sin)
