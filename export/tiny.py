@@ -107,8 +107,11 @@ def text_encoder_graph(text) -> ComponentExport:
     return ComponentExport(text_encoder_spec(**TEXT_TOL), text, (ids, torch.ones_like(ids)), (ids_chk, mask_chk))
 
 
-def denoiser_graph(dit: TinyDiT) -> ComponentExport:
-    """Traced at T=3, 8x8 latents; checked at another batch, length and aspect ratio."""
+def denoiser_graph(dit: TinyDiT, *, forms: bool = True) -> ComponentExport:
+    """Traced at T=3, 8x8 latents; checked at another batch, length and aspect ratio.
+
+    `forms`: in the export form (export/tiny_forms.py, opset 23), else as written (opset 18).
+    """
     cfg: DiTConfig = dit.cfg
     c = cfg.latent_channels
 
@@ -126,8 +129,10 @@ def denoiser_graph(dit: TinyDiT) -> ComponentExport:
             cm,
         )
 
-    spec = replace(denoiser_spec(**DENOISER_TOL), opset=EXPORT_OPSET, translations=onnx_translations)
-    return ComponentExport(spec, DenoiserGraph(use_export_attention(dit)).eval(), den_inputs(2, 3, 8, 8, 12, 0), den_inputs(3, 5, 6, 10, MAX_TOKENS, 1))
+    spec = denoiser_spec(**DENOISER_TOL)
+    if forms:
+        spec, dit = replace(spec, opset=EXPORT_OPSET, translations=onnx_translations), use_export_attention(dit)
+    return ComponentExport(spec, DenoiserGraph(dit).eval(), den_inputs(2, 3, 8, 8, 12, 0), den_inputs(3, 5, 6, 10, MAX_TOKENS, 1))
 
 
 def decoder_caches(vae: TinyVAE, c: int) -> tuple[tuple[str, ...], tuple[str, ...], list]:
@@ -137,9 +142,10 @@ def decoder_caches(vae: TinyVAE, c: int) -> tuple[tuple[str, ...], tuple[str, ..
     return tuple(f"cache_{i}" for i in range(len(caches))), tuple(f"next_cache_{i}" for i in range(len(caches))), caches
 
 
-def decoder_graphs(vae: TinyVAE, c: int) -> Iterator[ComponentExport]:
-    """Prefix and step graphs with explicit caches, one latent frame per call (in the sub-pixel form)."""
-    use_subpixel_upsample(vae)
+def decoder_graphs(vae: TinyVAE, c: int, *, forms: bool = True) -> Iterator[ComponentExport]:
+    """Prefix and step graphs with explicit caches, one latent frame per call (`forms`: with the sub-pixel upsample)."""
+    if forms:
+        use_subpixel_upsample(vae)
     lat1 = {0: "B", 3: "H", 4: "W"}
     cache_in, cache_out, caches = decoder_caches(vae, c)
     cache_out_axes = {n: {0: "B"} for n in cache_out}  # spatial sizes are expressions of H, W
@@ -170,11 +176,15 @@ def encoder_graph(vae: TinyVAE) -> ComponentExport:
     )
 
 
-def tiny_graphs(dit: TinyDiT, vae: TinyVAE, text, *, with_encoder: bool = True) -> Iterator[ComponentExport]:
-    """Every graph of a tiny bundle, in the order they are exported (and listed in the manifest)."""
+def tiny_graphs(dit: TinyDiT, vae: TinyVAE, text, *, with_encoder: bool = True, forms: bool = True) -> Iterator[ComponentExport]:
+    """Every graph of a tiny bundle, in the order they are exported (and listed in the manifest).
+
+    `forms`: the denoiser and decoder in their export forms (export/tiny_forms.py; the default,
+    what bundles ship), else traced as written (to measure the forms against, and for tests of
+    graph passes that match the written patterns)."""
     yield text_encoder_graph(text)
-    yield denoiser_graph(dit)
-    yield from decoder_graphs(vae, dit.cfg.latent_channels)
+    yield denoiser_graph(dit, forms=forms)
+    yield from decoder_graphs(vae, dit.cfg.latent_channels, forms=forms)
     if with_encoder:
         yield encoder_graph(vae)
 
@@ -213,12 +223,13 @@ def export_tiny(
     with_encoder: bool = True,
     overwrite: bool = False,
     seed: int = 0,
+    forms: bool = True,
 ) -> Path:
     """Trace the tiny family's graphs, check each against PyTorch, and write a bundle at `out`."""
     dit, vae, text = load_tiny(checkpoint_dir, size=size, random_init=random_init, seed=seed)
 
     def build(stage: Path) -> dict:
-        comps = export_components(stage, tiny_graphs(dit, vae, text, with_encoder=with_encoder))
+        comps = export_components(stage, tiny_graphs(dit, vae, text, with_encoder=with_encoder, forms=forms))
         return manifest_fields(dit, vae, comps, name=name, d=defaults, random_init=random_init, seed=seed)
 
     return write_bundle(out, build, overwrite=overwrite)

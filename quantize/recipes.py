@@ -155,15 +155,15 @@ class Float16:
 
     The graph's inputs and outputs stay float32 (the bundle contract; the runtime feeds
     float32), with Casts at the edges. `op_block_list` is added to ORT's own default list.
-    Normalisation statistics (LayerNormalization; RMS/GroupNorm, which the exporter
-    decomposes into Pow -> ReduceMean -> Sqrt) and Softmax overflow or lose their
+    Normalisation statistics (LayerNormalization, RMSNormalization; RMS/GroupNorm decomposed
+    into Pow -> ReduceMean -> Sqrt) and Softmax (alone or inside Attention) overflow or lose their
     precision in fp16, so they stay fp32 by default; so do the sinusoids of the timestep
     embedding and the rotary tables (Sin, Cos, Exp: fp16 phases are off by whole
     radians at large arguments). A family's float groups (node_block_list) keep whole
     modules such as the timestep MLP in fp32.
     """
 
-    op_block_list: tuple[str, ...] = ("LayerNormalization", "Softmax", "Pow", "ReduceMean", "Sqrt", "Reciprocal", "Sin", "Cos", "Exp")
+    op_block_list: tuple[str, ...] = ("LayerNormalization", "RMSNormalization", "Softmax", "Attention", "Pow", "ReduceMean", "Sqrt", "Reciprocal", "Sin", "Cos", "Exp")
     node_block_list: tuple[str, ...] = ()
 
     precision: ClassVar[str] = "fp16"

@@ -15,13 +15,27 @@ from kinema.runtime import InputError, Pipeline
 
 
 @pytest.fixture(scope="module")
-def fused(tiny_bundle, tmp_path_factory):
-    return fuse_bundle(tiny_bundle, tmp_path_factory.mktemp("fused") / "b")
+def written(tmp_path_factory):
+    """The test bundle traced as written: the decomposed RMSNorm and tanh GELU the pass rewrites.
+    (Bundles export their DiT in the export form, whose opset-23 graph has nothing left to fuse.)"""
+    from kinema.export.tiny import export_tiny
+
+    return export_tiny(tmp_path_factory.mktemp("written") / "b", random_init=True, size="test", seed=0, forms=False)
 
 
-def test_rmsnorm_and_gelu_are_fused(tiny_bundle, fused):
+@pytest.fixture(scope="module")
+def fused(written, tmp_path_factory):
+    return fuse_bundle(written, tmp_path_factory.mktemp("fused") / "b")
+
+
+def test_the_export_form_has_nothing_left_to_fuse(tiny_bundle, tmp_path):
+    rec = json.loads((fuse_bundle(tiny_bundle, tmp_path / "f") / "manifest.json").read_text())["optimization"]["transformer_fusions"]["denoiser"]
+    assert rec["fused"] == {}
+
+
+def test_rmsnorm_and_gelu_are_fused(written, fused):
     ops = collections.Counter(n.op_type for n in onnx.load(fused / "denoiser.onnx").graph.node)
-    src = collections.Counter(n.op_type for n in onnx.load(tiny_bundle / "denoiser.onnx").graph.node)
+    src = collections.Counter(n.op_type for n in onnx.load(written / "denoiser.onnx").graph.node)
     # DiT size "test": depth 2, each block one q and one k RMSNorm and one tanh GELU.
     assert ops["SimplifiedLayerNormalization"] == 4 and ops["FastGelu"] == 2
     assert src["Tanh"] == 2 and ops["Tanh"] == 0
@@ -30,8 +44,8 @@ def test_rmsnorm_and_gelu_are_fused(tiny_bundle, fused):
     assert rec["max_abs_diff"] < 1e-4
 
 
-def test_fused_bundle_makes_the_same_video(tiny_bundle, fused):
-    a = Pipeline.from_bundle(tiny_bundle).generate("a red ball", steps=4, seed=1).frames
+def test_fused_bundle_makes_the_same_video(written, fused):
+    a = Pipeline.from_bundle(written).generate("a red ball", steps=4, seed=1).frames
     b = Pipeline.from_bundle(fused).generate("a red ball", steps=4, seed=1).frames
     assert np.abs(a.astype(int) - b.astype(int)).max() <= 1
 

@@ -123,15 +123,15 @@ def test_weight_only_quantizes_adaln_gemms_unless_kept_float(tiny_bundle, tmp_pa
     assert {n.name for n in g.node if n.op_type == "MatMulNBits"} >= {f"{n.name}_MatMul_Q4" for n in gemms}
 
 
-def test_fp16_keeps_norms_softmax_and_timestep_sinusoids_fp32(tiny_bundle, tmp_path):
+def test_fp16_keeps_norms_attention_and_timestep_sinusoids_fp32(tiny_bundle, tmp_path):
     recipe = BundleRecipe("h", {"denoiser": preset("fp16", "tiny").for_component("denoiser")})
     out = quantize_bundle(tiny_bundle, tmp_path / "h", recipe)
     m = onnx.load(str(load_bundle(out).component_path("denoiser")))
-    islands = [n for n in m.graph.node if n.op_type in ("LayerNormalization", "Softmax", "Sin", "Cos")]
+    islands = [n for n in m.graph.node if n.op_type in ("LayerNormalization", "RMSNormalization", "Attention", "Sin", "Cos")]
     scope = {n.name: " ".join(scopes(n)) for n in m.graph.node}
     t_embed = [n for n in m.graph.node if n.op_type in ("Gemm", "MatMul") and "dit.t_embed." in scope[n.name]]
     halves = [n for n in m.graph.node if n.op_type == "MatMul" and ".mlp." in scope[n.name] and "blocks." in scope[n.name]]
-    assert {n.op_type for n in islands} == {"LayerNormalization", "Softmax", "Sin", "Cos"} and t_embed and halves
+    assert {n.op_type for n in islands} == {"LayerNormalization", "RMSNormalization", "Attention", "Sin", "Cos"} and t_embed and halves
     # expose each island's output with the element type it must have: ORT refuses a session whose
     # declared output type differs from the computed one, and the run returns the true dtypes
     for n, t in [*((n, TensorProto.FLOAT) for n in islands + t_embed), *((n, TensorProto.FLOAT16) for n in halves)]:
