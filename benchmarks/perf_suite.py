@@ -186,7 +186,9 @@ def decoder_flops(frames: int, height: int, width: int) -> dict:
 # ------------------------------------------------------------------ kinema and torch runners
 
 
-def make_bundles(src: Path, work: Path) -> dict[str, Path]:
+def make_bundles(src: Path, work: Path, *, as_written: bool = False) -> dict[str, Path]:
+    """The suite's bundles from the fp32 `src`; `as_written`: also int8 of the same weights
+    exported without the export forms (export/tiny_forms.py), to measure what they gain."""
     from kinema.quantize.fuse import fuse_bundle
     from kinema.quantize.quantize_bundle import quantize_bundle
 
@@ -209,6 +211,14 @@ def make_bundles(src: Path, work: Path) -> dict[str, Path]:
         out[recipe] = made(work / recipe, src, lambda p, r=recipe: quantize_bundle(src, p, r, overwrite=True))
     out["fp32-fused"] = made(work / "fused", src, lambda p: fuse_bundle(src, p, overwrite=True))
     out["int8-fused"] = made(work / "fused-int8", out["fp32-fused"], lambda p: quantize_bundle(out["fp32-fused"], p, "int8", overwrite=True))
+    if as_written:
+        from kinema.export.tiny import export_tiny
+
+        written = work / "fp32-as-written"
+        if not (written / "manifest.json").is_file():
+            log("build fp32-as-written")
+            export_tiny(written, overwrite=True, forms=False)
+        out["int8-as-written"] = made(work / "int8-as-written", written, lambda p: quantize_bundle(written, p, "int8", overwrite=True))
     return out
 
 
@@ -444,7 +454,7 @@ def run_suite(args) -> dict:
     log("GEMM peak")
     res["gemm_peak"] = gemm_peak(work, threads)
 
-    bundles = make_bundles(src, work)
+    bundles = make_bundles(src, work, as_written=args.bundle is None)  # the committed weights can be re-exported as written
     pipes = {k: Pipeline.from_bundle(p, threads=threads) for k, p in bundles.items()}
     ref = pipes["fp32"]
     st = ref.check_inputs(PROMPT)
@@ -487,6 +497,8 @@ def run_suite(args) -> dict:
                 "plain_int8_vs_torch_fp32": base["torch eager fp32"] / base["kinema int8"],
                 "plain_int8_vs_torch_bf16": base["torch eager bf16"] / base["kinema int8"],
             }
+            if "kinema int8-as-written" in base:
+                res["must_show_e2e"]["export_forms_speedup_int8"] = base["kinema int8-as-written"] / base["kinema int8"]
 
     # ---- FLOPs and fraction of peak
     if want("FLOPs and profiles"):
@@ -509,7 +521,7 @@ def run_suite(args) -> dict:
             fp32_peak, int8_peak = peak["fp32"]["gflops"] * 1e9, peak["int8_u8s8"]["gflops"] * 1e9
             graph_times = {}
             feeds_text = None
-            for k in ("fp32", "int8", "int4", "fp32-fused", "int8-fused"):
+            for k in ("fp32", "int8", "int4", "fp32-fused", "int8-fused", *(("int8-as-written",) if "int8-as-written" in pipes else ())):
                 p = pipes[k]
                 enc = p.tokenizer().encode_batch([st.prompt, st.negative_prompt])
                 feeds_text = {"input_ids": np.array([e.ids for e in enc], np.int64), "attention_mask": np.array([e.attention_mask for e in enc], np.int64)}
@@ -531,7 +543,7 @@ def run_suite(args) -> dict:
             st_big = ref.check_inputs(PROMPT, frames=v.max_frames, height=v.max_side, width=v.max_side)
             fl_big = dit_flops(cfg, st_big.frames, st_big.height, st_big.width, 2, text_len)
             big = {}
-            for k in ("fp32", "fp32-fused", "int8", "int8-fused"):
+            for k in ("fp32", "fp32-fused", "int8", "int8-fused", *(("int8-as-written",) if "int8-as-written" in pipes else ())):
                 den = pipes[k].session("denoiser")
                 feeds = denoiser_feeds(pipes[k], st_big)
                 sec = med(timed(lambda: den.run(None, feeds), 3, warm=1))
@@ -669,7 +681,10 @@ def markdown(res: dict) -> str:
         for k in e:
             L.append(f"| {k} | {s[k] * 1e3:.1f} ms | {e[k]:.2f} s | {e['torch eager fp32'] / e[k]:.2f}x | {e['torch eager bf16'] / e[k]:.2f}x |")
         ms = res["must_show_e2e"]
-        L += ["", f"int8 end to end ({ms['int8_variant']}): {ms['speedup_vs_torch_fp32']:.2f}x faster than PyTorch eager fp32, {ms['speedup_vs_torch_bf16']:.2f}x faster than PyTorch bf16 autocast (plain int8: {ms['plain_int8_vs_torch_fp32']:.2f}x, {ms['plain_int8_vs_torch_bf16']:.2f}x).", ""]
+        L += ["", f"int8 end to end ({ms['int8_variant']}): {ms['speedup_vs_torch_fp32']:.2f}x faster than PyTorch eager fp32, {ms['speedup_vs_torch_bf16']:.2f}x faster than PyTorch bf16 autocast (plain int8: {ms['plain_int8_vs_torch_fp32']:.2f}x, {ms['plain_int8_vs_torch_bf16']:.2f}x)."]
+        if "export_forms_speedup_int8" in ms:
+            L.append(f"The export forms (export/tiny_forms.py): int8 end to end {ms['export_forms_speedup_int8']:.2f}x faster than the same weights exported as written (kinema int8-as-written).")
+        L.append("")
 
     def _part2():
         nonlocal L

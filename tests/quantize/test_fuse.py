@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import collections
+import copy
 import json
 import shutil
 
@@ -15,12 +16,30 @@ from kinema.runtime import InputError, Pipeline
 
 
 @pytest.fixture(scope="module")
-def written(tmp_path_factory):
-    """The test bundle traced as written: the decomposed RMSNorm and tanh GELU the pass rewrites.
-    (Bundles export their DiT in the export form, whose opset-23 graph has nothing left to fuse.)"""
-    from kinema.export.tiny import export_tiny
+def written(tiny_bundle, tiny_models, tmp_path_factory):
+    """The test bundle with its denoiser traced as written: the decomposed RMSNorm and tanh GELU
+    the pass rewrites. (Bundles export their DiT in the export form, whose opset-23 graph has
+    nothing left to fuse.) Only the denoiser is traced again; the other graphs are copied."""
+    from kinema.export.onnx_graph import export_components
+    from kinema.export.tiny import denoiser_graph
+    from kinema.quantize.apply import copy_graph
+    from kinema.quantize.quantize_bundle import derived_spec
+    from kinema.runtime.bundle.load import load_bundle
+    from kinema.runtime.bundle.writer import file_entry, write_bundle
 
-    return export_tiny(tmp_path_factory.mktemp("written") / "b", random_init=True, size="test", seed=0, forms=False)
+    src = load_bundle(tiny_bundle)
+
+    def build(stage):
+        comps = {}
+        for name, entry in src.components.items():
+            if name == "denoiser":
+                export_components(stage, [denoiser_graph(copy.deepcopy(tiny_models[0]), forms=False)])
+            else:
+                copy_graph(src.path, entry["file"], stage)
+            comps[name] = {**entry, **file_entry(stage, entry["file"])}
+        return derived_spec(src, src.name, comps)
+
+    return write_bundle(tmp_path_factory.mktemp("written") / "b", build)
 
 
 @pytest.fixture(scope="module")
