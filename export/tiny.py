@@ -110,7 +110,8 @@ def text_encoder_graph(text) -> ComponentExport:
 def denoiser_graph(dit: TinyDiT, *, forms: bool = True) -> ComponentExport:
     """Traced at T=3, 8x8 latents; checked at another batch, length and aspect ratio.
 
-    `forms`: in the export form (export/tiny_forms.py, opset 23), else as written (opset 18).
+    `forms`: in the export form (export/tiny_forms.py, opset 23, installed in `dit` in place:
+    the same outputs, shared parameters), else as written (opset 18).
     """
     cfg: DiTConfig = dit.cfg
     c = cfg.latent_channels
@@ -143,7 +144,8 @@ def decoder_caches(vae: TinyVAE, c: int) -> tuple[tuple[str, ...], tuple[str, ..
 
 
 def decoder_graphs(vae: TinyVAE, c: int, *, forms: bool = True) -> Iterator[ComponentExport]:
-    """Prefix and step graphs with explicit caches, one latent frame per call (`forms`: with the sub-pixel upsample)."""
+    """Prefix and step graphs with explicit caches, one latent frame per call (`forms`: with the
+    sub-pixel upsample, installed in `vae`'s decoder in place)."""
     if forms:
         use_subpixel_upsample(vae)
     lat1 = {0: "B", 3: "H", 4: "W"}
