@@ -55,9 +55,11 @@ def test_export_attention_is_the_model_bit_for_bit(dit, shape):
 
 
 def test_export_attention_shares_the_parameters(dit):
-    fused = use_export_attention(copy.deepcopy(dit))
+    model = copy.deepcopy(dit)
+    qkv, kv = model.blocks[0].attn.qkv, model.blocks[0].cross.kv
+    fused = use_export_attention(model)
     assert sum(p.numel() for p in fused.parameters()) == sum(p.numel() for p in dit.parameters())
-    assert fused.blocks[0].attn.qkv is fused.blocks[0].attn.qkv  # the same Linear, not a copy
+    assert fused.blocks[0].attn.qkv is qkv and fused.blocks[0].cross.kv is kv  # the same Linears, not copies
     with torch.no_grad():
         fused.blocks[0].attn.qkv.weight.zero_()
         assert not torch.equal(fused(*_dit_inputs(2, 3, 8, 8, 12, seed=5)), dit(*_dit_inputs(2, 3, 8, 8, 12, seed=5)))
