@@ -569,6 +569,12 @@ def run_suite(args) -> dict:
                 sec, now = beside_peak(lambda: den.run(None, feeds), gemm, 3)
                 pk = now["fp32"] if k.startswith("fp32") else now["int8_u8s8"]
                 big[k] = {"seconds": sec, "tokens": fl_big["tokens"], "gemm_flops": fl_big["gemm"], "peak_flops": pk, "fraction_of_peak": fl_big["gemm"] / sec / pk}
+                if not k.startswith("fp32"):
+                    # the attention products stay fp32 in every int8 graph: at both peaks, with nothing else
+                    # costing time, the graph could not take less than this, nor reach more of the int8 peak
+                    attn = fl_big["total"] - fl_big["gemm"]
+                    bound = fl_big["gemm"] / pk + attn / now["fp32"]
+                    big[k] |= {"attention_flops": attn, "attention_at_fp32_peak_s": attn / now["fp32"], "bound_s": bound, "bound_fraction_of_peak": fl_big["gemm"] / bound / pk}
             res["denoiser_at_largest_clip"] = {"settings": {"frames": st_big.frames, "height": st_big.height, "width": st_big.width}, **big}
             res["flops"] = {"denoiser": fl_dit, "text_encoder": fl_te, "decoder_stream": fl_dec}
             res["graphs"] = graph_times
@@ -730,6 +736,11 @@ def markdown(res: dict) -> str:
         bs = big["settings"]
         L += ["", f"Denoiser at the largest clip ({bs['frames']} frames {bs['width']}x{bs['height']}, {big['fp32']['tokens']} tokens per sample, guided batch of 2): "
               + ", ".join(f"{k} {v['seconds'] * 1e3:.0f} ms = {100 * v['fraction_of_peak']:.0f}% of peak" for k, v in big.items() if k != "settings") + "."]
+        b8 = big.get("int8")
+        if b8 and "bound_s" in b8:
+            L += ["", f"Its fp32 attention products ({b8['attention_flops'] / 1e9:.2f} GFLOP) take {b8['attention_at_fp32_peak_s'] * 1e3:.0f} ms "
+                  f"even at the fp32 peak measured alongside: with every GEMM at the int8 peak too, the int8 graph could take no less than "
+                  f"{b8['bound_s'] * 1e3:.0f} ms, which is {100 * b8['bound_fraction_of_peak']:.0f}% of the int8 peak (see attention_int8/)."]
 
     def _part4():
         nonlocal L
