@@ -31,7 +31,9 @@ own key names, then reads, plans and merges it with kinema's export path (export
 the export row reports that step's time, and its peak RSS includes it. `--clip FxHxW` then
 times one clip's denoising on the int8 graph: the 4 distilled steps without guidance run whole
 (lightx2v's timesteps), against `--guided-timed` guided steps timed one by one (reported as 50 x
-their median) and, with `--guided-whole 50`, 50 guided steps run whole.
+their median) and, with `--guided-whole 50`, 50 guided steps run whole; then the clip's two
+other graphs at real size (wan_real_size_code._PARTS: the VAE decoder decoding it, UMT5-XXL's
+text encoder measured at 1 and 2 of its 24 layers) for the clip end to end, distilled against guided.
 Writes benchmarks/results/wan_real_size/result.json and result.md (under --out, the results
 root; `--result-name` another subfolder), with the machine it ran on.
 """
@@ -48,7 +50,7 @@ import sys
 from pathlib import Path
 
 import common
-from wan_real_size_code import _CHECKPOINT, _EXPORT, _QUANTIZE, _TIME_CLIP, _TIME_ORT, _TIME_TORCH
+from wan_real_size_code import _CHECKPOINT, _EXPORT, _PARTS, _QUANTIZE, _TIME_CLIP, _TIME_ORT, _TIME_TORCH
 
 NAME = "wan_real_size"
 
@@ -148,6 +150,9 @@ def write(results: dict, out: Path, name: str = NAME) -> str:
         if "error" in c:
             md += f"\nclip: failed: {c['error']}\n"
             continue
+        if c.get("stage") == "parts":
+            md += _end_to_end(results["clip"], c)
+            continue
         g = statistics.median(c["guided_step_s"])
         md += (f"\nOne clip's denoising, latent {c['latent']}, {c['variant']}: 4 distilled steps without guidance (4 batch-1 calls, "
                f"run whole) {c['distilled_4_steps_s']} s; one guided step (a batch-2 call) median {g:.2f} s over {len(c['guided_step_s'])}, "
@@ -158,6 +163,25 @@ def write(results: dict, out: Path, name: str = NAME) -> str:
                    f"{c['guided_whole_s'] / c['distilled_4_steps_s']:.1f}x the 4 distilled steps.\n")
     common.write_result(name, results, md, out)
     return md
+
+
+def _end_to_end(clips: list[dict], parts: dict) -> str:
+    """The clip end to end: text encoding + denoising + decoding, 4 distilled steps against 50 guided ones."""
+    den = next((c for c in clips if c.get("stage") == "clip"), None)
+    dec, te1, te2 = parts["decode_s"], parts["text_encoder_b1_24_layers_s"], parts["text_encoder_b2_24_layers_s"]
+    md = (f"\nThe clip's other graphs, real size with random weights: the VAE decoder ({parts['decoder_params'] / 1e6:.1f}M parameters, fp32 "
+          f"streaming graphs) decodes it to {parts['decoded_shape']} in {dec:.2f} s (median of {len(parts['decode_runs_s'])}); UMT5-XXL int8 "
+          f"at 512 tokens takes {parts['text_encoder_b1_1_layer_s']} s with 1 layer and {parts['text_encoder_b1_2_layers_s']} s with 2 "
+          f"(one prompt), {parts['text_encoder_b2_1_layer_s']} / {parts['text_encoder_b2_2_layers_s']} s for prompt + negative prompt, "
+          f"so its 24 layers take {te1} s / {te2} s (t1 + 23 (t2 - t1): its fp32 weights, 22.8 GB, exceed this machine's memory).\n")
+    if den is None or "error" in den:
+        return md
+    guided50 = den.get("guided_whole_s") if den.get("guided_steps_run_whole") == 50 else 50 * statistics.median(den["guided_step_s"])
+    distilled = te1 + den["distilled_4_steps_s"] + dec
+    guided = te2 + guided50 + dec
+    parts["end_to_end"] = {"distilled_4_steps_s": round(distilled, 1), "guided_50_steps_s": round(guided, 1), "ratio": round(guided / distilled, 1)}
+    return (md + f"\nEnd to end (text encoder + denoising + decoder): 4 distilled steps {distilled:.1f} s against 50 guided steps "
+            f"{guided:.0f} s, {guided / distilled:.1f}x.\n")
 
 
 def main(argv=None) -> int:
@@ -237,6 +261,8 @@ def main(argv=None) -> int:
         if clip:
             prec = "int8" if "onnx-int8" in variants else "fp32"
             results["clip"].append(run_child(_TIME_CLIP, {**cfg, "variant": prec}, timeout=3600))
+            md = write(results, args.out, args.result_name)
+            results["clip"].append(run_child(_PARTS, cfg, timeout=3600))
             md = write(results, args.out, args.result_name)
     finally:
         if not args.keep:

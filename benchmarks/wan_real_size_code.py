@@ -216,3 +216,81 @@ if cfg["lora_rank"]:
 tr.to(torch.bfloat16).save_pretrained(cfg["work"] + "/bf16")
 report({"stage": "checkpoint"})
 """
+
+_PARTS = _COMMON + r"""
+# The clip's two other graphs at real size, seeded random weights, for the end-to-end figure:
+# - Wan 2.1's VAE decoder (diffusers' default AutoencoderKLWan config) as the streaming prefix
+#   and step graphs every Wan bundle carries (fp32), decoding the clip's latent as the runtime does;
+# - UMT5-XXL's text encoder (24 identical layers, 5.7B parameters: 22.8 GB in fp32, more than this
+#   machine holds) exported at 1 and at 2 layers, int8 by the preset, timed at Wan's 512 tokens;
+#   24 layers cost t1 + 23 (t2 - t1). Its vocabulary is cut to 32128 rows: the embedding is a row
+#   lookup whose cost does not depend on the row count.
+import torch
+from diffusers import AutoencoderKLWan
+from transformers import UMT5Config, UMT5EncoderModel
+from kinema.export.onnx_graph import export_components
+from kinema.export.wan import TOOLS
+from kinema.export.wan_graphs import decoder_graphs, text_encoder_graph
+from kinema.quantize.quantize_bundle import ComponentPlan, apply_recipe, resolve_nodes
+from kinema.quantize.recipes import float_nodes, preset
+from kinema.runtime.engine.sessions import open_session
+import onnx
+torch.set_num_threads(cfg["threads"])
+work = Path(cfg["work"]) / "parts"
+out = {"stage": "parts"}
+def median_time(fn, n):
+    fn()  # warm-up
+    ts = []
+    for _ in range(n):
+        t0 = time.perf_counter(); fn(); ts.append(time.perf_counter() - t0)
+    return float(np.median(ts)), [round(t, 3) for t in ts]
+torch.manual_seed(cfg["seed"] + 7)
+vae = AutoencoderKLWan().eval()
+t0 = time.perf_counter()
+comps = export_components(work / "vae", decoder_graphs(vae, 16))
+out["decoder_export_s"] = round(time.perf_counter() - t0, 1)
+out["decoder_params"] = sum(p.numel() for p in vae.decoder.parameters()) + sum(p.numel() for p in vae.post_quant_conv.parameters())
+del vae
+prefix, step = (open_session(work / "vae" / f"{n}.onnx", "cpu", cfg["threads"]) for n in ("decoder_prefix", "decoder_step"))
+caches = [i["name"] for i in comps["decoder_step"]["inputs"][1:]]
+t, h, w = cfg["clip_latent"]
+lat = np.random.default_rng(3).standard_normal((1, 16, t, h, w), dtype=np.float32)
+names = [o.name for o in prefix.get_outputs()]
+assert names == [o.name for o in step.get_outputs()]
+def decode():
+    state = dict(zip(names, prefix.run(None, {"latents": lat[:, :, :1]})))
+    frames = [state["frames"]]
+    for i in range(1, t):
+        feeds = {"latents": np.ascontiguousarray(lat[:, :, i : i + 1]), **{c: state["next_" + c] for c in caches}}
+        state = dict(zip(names, step.run(None, feeds)))
+        frames.append(state["frames"])
+    return np.concatenate(frames, axis=1)
+video = decode()
+out["decoded_shape"] = list(video.shape)
+out["decode_s"], out["decode_runs_s"] = median_time(decode, 2)
+del prefix, step
+recipe = preset("int8", TOOLS["float_groups"]).for_component("text_encoder")
+L = cfg["tokens"]
+te = {}
+for layers in (1, 2):
+    torch.manual_seed(cfg["seed"] + 8)
+    c = UMT5Config(vocab_size=32128, d_model=4096, d_kv=64, d_ff=10240, num_layers=layers, num_heads=64, relative_attention_num_buckets=32,
+                   relative_attention_max_distance=128, feed_forward_proj="gated-gelu", pad_token_id=0, eos_token_id=1, decoder_start_token_id=0)
+    folder = work / f"umt5_{layers}"
+    export_components(folder, [text_encoder_graph(UMT5EncoderModel(c).eval(), release=True)])
+    src = folder / "text_encoder.onnx"
+    keep = resolve_nodes(onnx.load(str(src), load_external_data=False).graph, float_nodes(recipe), src.name)
+    apply_recipe(ComponentPlan(recipe, keep), src, folder / "int8" / "text_encoder.onnx", external_data=True)
+    s = open_session(folder / "int8" / "text_encoder.onnx", "cpu", cfg["threads"])
+    for b in (1, 2):
+        ids = np.random.default_rng(b).integers(2, 32128, (b, L)).astype(np.int64)
+        mask = np.zeros((b, L), np.int64)
+        mask[:, :40] = 1  # a 40-token prompt padded to 512, as WanPipeline pads
+        te[(layers, b)] = median_time(lambda: s.run(None, {"input_ids": ids, "attention_mask": mask}), 3)[0]
+    del s
+for b in (1, 2):
+    out[f"text_encoder_b{b}_1_layer_s"] = round(te[(1, b)], 3)
+    out[f"text_encoder_b{b}_2_layers_s"] = round(te[(2, b)], 3)
+    out[f"text_encoder_b{b}_24_layers_s"] = round(te[(1, b)] + 23 * (te[(2, b)] - te[(1, b)]), 2)
+report(out)
+"""
