@@ -33,7 +33,9 @@ times one clip's denoising on the int8 graph: the 4 distilled steps without guid
 (lightx2v's timesteps), against `--guided-timed` guided steps timed one by one (reported as 50 x
 their median) and, with `--guided-whole 50`, 50 guided steps run whole; then the clip's two
 other graphs at real size (wan_real_size_code._PARTS: the VAE decoder decoding it, UMT5-XXL's
-text encoder measured at 1 and 2 of its 24 layers) for the clip end to end, distilled against guided.
+text encoder measured at 1 and 2 of its 24 layers) for the clip end to end, distilled against guided;
+the decoder is also timed against diffusers' own decode, rounds interleaved. `--parts-only`
+runs that last part alone.
 Writes benchmarks/results/wan_real_size/result.json and result.md (under --out, the results
 root; `--result-name` another subfolder), with the machine it ran on.
 """
@@ -165,12 +167,20 @@ def write(results: dict, out: Path, name: str = NAME) -> str:
     return md
 
 
+def _against_diffusers(parts: dict) -> str:
+    if "diffusers_decode_s" not in parts:
+        return ""
+    d = parts["diffusers_decode_s"]
+    return (f", diffusers' decode of the same latent (fp32, rounds interleaved) {d:.2f} s, {d / parts['decode_s']:.2f}x kinema's time, "
+            f"max |kinema - diffusers| {parts['max_abs_diff_vs_diffusers']:.1e} on frames in [0, 1]")
+
+
 def _end_to_end(clips: list[dict], parts: dict) -> str:
     """The clip end to end: text encoding + denoising + decoding, 4 distilled steps against 50 guided ones."""
     den = next((c for c in clips if c.get("stage") == "clip"), None)
     dec, te1, te2 = parts["decode_s"], parts["text_encoder_b1_24_layers_s"], parts["text_encoder_b2_24_layers_s"]
     md = (f"\nThe clip's other graphs, real size with random weights: the VAE decoder ({parts['decoder_params'] / 1e6:.1f}M parameters, fp32 "
-          f"streaming graphs) decodes it to {parts['decoded_shape']} in {dec:.2f} s (median of {len(parts['decode_runs_s'])}); UMT5-XXL int8 "
+          f"streaming graphs) decodes it to {parts['decoded_shape']} in {dec:.2f} s (median of {len(parts['decode_runs_s'])}){_against_diffusers(parts)}; UMT5-XXL int8 "
           f"at 512 tokens takes {parts['text_encoder_b1_1_layer_s']} s with 1 layer and {parts['text_encoder_b1_2_layers_s']} s with 2 "
           f"(one prompt), {parts['text_encoder_b2_1_layer_s']} / {parts['text_encoder_b2_2_layers_s']} s for prompt + negative prompt, "
           f"so its 24 layers take {te1} s / {te2} s (t1 + 23 (t2 - t1): its fp32 weights, 22.8 GB, exceed this machine's memory).\n")
@@ -202,6 +212,7 @@ def main(argv=None) -> int:
     ap.add_argument("--guided-timed", type=int, default=2, help="guided steps timed one by one for --clip")
     ap.add_argument("--guided-whole", type=int, default=0, help="also run this many guided steps whole for --clip (50: Wan's default)")
     ap.add_argument("--result-name", default=NAME, help="results subfolder")
+    ap.add_argument("--parts-only", action="store_true", help="with --clip: only the VAE decoder (against diffusers' decode) and the text encoder, no transformer")
     args = ap.parse_args(argv)
     sizes = [_size(v, "--sizes") for v in args.sizes.split(",") if v.strip()]
     clip = latent_of(_size(args.clip, "--clip")) if args.clip else None
@@ -227,6 +238,15 @@ def main(argv=None) -> int:
     variants = [v.strip() for v in args.variants.split(",") if v.strip()]
     first_only = {v.strip() for v in args.first_size_only.split(",")}
     md = ""
+    if args.parts_only:
+        if not clip:
+            print("wan_real_size: --parts-only needs --clip FxHxW", file=sys.stderr)
+            return 2
+        results["clip"].append(run_child(_PARTS, cfg, timeout=3600))
+        if not args.keep:
+            shutil.rmtree(args.work, ignore_errors=True)
+        print(write(results, args.out, args.result_name))
+        return 0
     try:
         r = run_child(_EXPORT, cfg, timeout=3600)
         results["prepare"].append({"stage": "export", **r})

@@ -250,7 +250,6 @@ t0 = time.perf_counter()
 comps = export_components(work / "vae", decoder_graphs(vae, 16))
 out["decoder_export_s"] = round(time.perf_counter() - t0, 1)
 out["decoder_params"] = sum(p.numel() for p in vae.decoder.parameters()) + sum(p.numel() for p in vae.post_quant_conv.parameters())
-del vae
 prefix, step = (open_session(work / "vae" / f"{n}.onnx", "cpu", cfg["threads"]) for n in ("decoder_prefix", "decoder_step"))
 caches = [i["name"] for i in comps["decoder_step"]["inputs"][1:]]
 t, h, w = cfg["clip_latent"]
@@ -267,8 +266,21 @@ def decode():
     return np.concatenate(frames, axis=1)
 video = decode()
 out["decoded_shape"] = list(video.shape)
-out["decode_s"], out["decode_runs_s"] = median_time(decode, 2)
-del prefix, step
+# diffusers' own decode of the same latent (fp32, as WanPipeline runs its VAE), rounds interleaved with kinema's
+mean, std = (torch.tensor(getattr(vae.config, k)).view(1, 16, 1, 1, 1) for k in ("latents_mean", "latents_std"))
+def decode_torch():
+    with torch.no_grad():
+        x = vae.decode(torch.from_numpy(lat) * std + mean).sample
+    return ((x.clamp(-1, 1).permute(0, 2, 3, 4, 1) + 1) * 0.5).numpy()
+ref = decode_torch()  # also its warm-up
+out["max_abs_diff_vs_diffusers"] = float(np.abs(ref - video).max())
+runs, runs_torch = [], []
+for _ in range(cfg.get("decode_rounds", 2)):
+    t0 = time.perf_counter(); decode(); runs.append(round(time.perf_counter() - t0, 3))
+    t0 = time.perf_counter(); decode_torch(); runs_torch.append(round(time.perf_counter() - t0, 3))
+out["decode_s"], out["decode_runs_s"] = float(np.median(runs)), runs
+out["diffusers_decode_s"], out["diffusers_decode_runs_s"] = float(np.median(runs_torch)), runs_torch
+del prefix, step, vae
 recipe = preset("int8", TOOLS["float_groups"]).for_component("text_encoder")
 L = cfg["tokens"]
 te = {}
