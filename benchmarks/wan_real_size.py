@@ -144,7 +144,11 @@ def write(results: dict, out: Path, name: str = NAME) -> str:
     head = (f"Wan2.1-T2V-1.3B transformer ({s['layers']} layers, random weights), one sampling step with guidance = batch 2, "
             f"{s['tokens']} text tokens, {s['threads']} threads, "
             f"{common.describe_machine(results['machine'])}, {results['date']}, load average at start {s['load_average_at_start']}")
-    md = head + "\n\n" + "\n".join(rows + prep) + "\n"
+    if results["timing"] or results["prepare"]:
+        md = head + "\n\n" + "\n".join(rows + prep) + "\n"
+    else:  # --parts-only: no transformer
+        md = (f"Wan 2.1 VAE decoder and UMT5-XXL text encoder at real size (random weights), clip {s['clip']}, {s['tokens']} text tokens, "
+              f"{s['threads']} threads, {common.describe_machine(results['machine'])}, {results['date']}, load average at start {s['load_average_at_start']}\n")
     for q in results["ratios"]:
         md += (f"\nAt {q['size']}: {q['best']} is {q['speedup_vs_torch_bf16']}x faster than diffusers bf16 per step, "
                f"at {q['rss_fraction_of_torch_bf16']:.3f} of its peak RSS.\n")
