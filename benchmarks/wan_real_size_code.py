@@ -220,7 +220,8 @@ report({"stage": "checkpoint"})
 _PARTS = _COMMON + r"""
 # The clip's two other graphs at real size, seeded random weights, for the end-to-end figure:
 # - Wan 2.1's VAE decoder (diffusers' default AutoencoderKLWan config) as the streaming prefix
-#   and step graphs every Wan bundle carries (fp32), decoding the clip's latent as the runtime does;
+#   and step graphs every Wan bundle carries (fp32), decoding the clip's latent as the runtime does,
+#   timed against diffusers' own decode of it, rounds interleaved;
 # - UMT5-XXL's text encoder (24 identical layers, 5.7B parameters: 22.8 GB in fp32, more than this
 #   machine holds) exported at 1 and at 2 layers, int8 by the preset, timed at Wan's 512 tokens;
 #   24 layers cost t1 + 23 (t2 - t1). Its vocabulary is cut to 32128 rows: the embedding is a row
