@@ -220,6 +220,9 @@ def main(argv=None) -> int:
     args = ap.parse_args(argv)
     sizes = [_size(v, "--sizes") for v in args.sizes.split(",") if v.strip()]
     clip = latent_of(_size(args.clip, "--clip")) if args.clip else None
+    if args.parts_only and not clip:
+        print("wan_real_size: --parts-only needs --clip FxHxW", file=sys.stderr)
+        return 2
     free = mem_available_gib()
     if args.layers == 30 and free < args.min_free_gib:
         print(f"wan_real_size: only {free:.1f} GiB available, need {args.min_free_gib} (pass --min-free-gib to override)", file=sys.stderr)
@@ -243,9 +246,6 @@ def main(argv=None) -> int:
     first_only = {v.strip() for v in args.first_size_only.split(",")}
     md = ""
     if args.parts_only:
-        if not clip:
-            print("wan_real_size: --parts-only needs --clip FxHxW", file=sys.stderr)
-            return 2
         results["clip"].append(run_child(_PARTS, cfg, timeout=3600))
         if not args.keep:
             shutil.rmtree(args.work, ignore_errors=True)
