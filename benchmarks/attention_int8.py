@@ -37,8 +37,8 @@ NAME = "attention_int8"
 PROMPT = "a red ball bouncing on a white background"
 
 
-def capture_qkv(frames: int, side: int, seed: int = 0) -> list[tuple[np.ndarray, np.ndarray, np.ndarray]]:
-    """[(q, k, v)] (B=2, N, D) float32, one per block, from the trained model's first guided step."""
+def capture_qkv(frames: int, side: int, seed: int = 0) -> tuple[list[tuple[np.ndarray, np.ndarray, np.ndarray]], int]:
+    """([(q, k, v)] (B=2, N, D) float32, one per block, from the trained model's first guided step; heads)."""
     import torch
 
     from kinema.export import tiny_forms
@@ -52,12 +52,13 @@ def capture_qkv(frames: int, side: int, seed: int = 0) -> list[tuple[np.ndarray,
     mask = torch.tensor([e.attention_mask for e in enc])
     t = (frames - 1) // 4 + 1
     x = torch.randn(1, 8, t, side // 8, side // 8, generator=torch.Generator().manual_seed(seed)).repeat(2, 1, 1, 1, 1)
-    seen = []
+    seen, n_heads = [], set()
     real = tiny_forms.attention
 
     def record(q, k, v, bias, heads):
         if bias is None:  # self-attention (cross-attention carries the text mask)
             seen.append(tuple(a.detach().numpy().copy() for a in (q, k, v)))
+            n_heads.add(heads)
         return real(q, k, v, bias, heads)
 
     tiny_forms.attention = record
@@ -66,7 +67,8 @@ def capture_qkv(frames: int, side: int, seed: int = 0) -> list[tuple[np.ndarray,
             dit(x, torch.full((2,), 1.0), te(ids, mask), mask, torch.zeros_like(x), torch.zeros(2, 1, t, 1, 1))
     finally:
         tiny_forms.attention = real
-    return seen
+    (heads,) = n_heads
+    return seen, heads
 
 
 def graphs(b: int, n: int, d: int, heads: int) -> dict[str, bytes]:
@@ -104,13 +106,13 @@ def graphs(b: int, n: int, d: int, heads: int) -> dict[str, bytes]:
     return out
 
 
-def sqnr_db(ref: np.ndarray, y: np.ndarray) -> float:
-    ref = ref.astype(np.float64)
-    return float(10 * np.log10(np.sum(ref**2) / max(np.sum((ref - y) ** 2), 1e-30)))
-
-
 def main(argv=None) -> int:
+    import tempfile
+
     import onnxruntime as ort
+
+    from kinema.quantize.metrics import sqnr_db
+    from kinema.runtime.engine.sessions import open_session
 
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--frames", type=int, default=33)
@@ -119,14 +121,13 @@ def main(argv=None) -> int:
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--out", type=Path, default=common.RESULTS)
     args = ap.parse_args(argv)
-    qkv = capture_qkv(args.frames, args.side)
+    qkv, heads = capture_qkv(args.frames, args.side)
     b, n, d = qkv[0][0].shape
-    heads = 4
-    o = ort.SessionOptions()
-    o.intra_op_num_threads = args.threads
-    o.log_severity_level = 3
-    o.add_session_config_entry("session.force_spinning_stop", "1")
-    sessions = {k: ort.InferenceSession(m, sess_options=o, providers=["CPUExecutionProvider"]) for k, m in graphs(b, n, d, heads).items()}
+    sessions = {}
+    with tempfile.TemporaryDirectory() as tmp:  # opened as the runtime opens a bundle's graphs
+        for i, (k, m) in enumerate(graphs(b, n, d, heads).items()):
+            (Path(tmp) / f"{i}.onnx").write_bytes(m)
+            sessions[k] = open_session(Path(tmp) / f"{i}.onnx", "cpu", args.threads)
     feeds = [{"Q": q, "K": k, "V": v} for q, k, v in qkv]
     ref = [sessions["fp32 Attention"].run(None, f)[0] for f in feeds]
     quality = {k: [sqnr_db(r, s.run(None, f)[0]) for r, f in zip(ref, feeds)] for k, s in sessions.items() if k != "fp32 Attention"}

@@ -234,7 +234,10 @@ from kinema.export.wan import TOOLS
 from kinema.export.wan_graphs import decoder_graphs, text_encoder_graph
 from kinema.quantize.quantize_bundle import ComponentPlan, apply_recipe, resolve_nodes
 from kinema.quantize.recipes import float_nodes, preset
+from kinema.runtime.bundle.manifest import Cache, Decoder
+from kinema.runtime.engine.decode import StreamingDecoder
 from kinema.runtime.engine.sessions import open_session
+from types import SimpleNamespace
 import onnx
 torch.set_num_threads(cfg["threads"])
 work = Path(cfg["work"]) / "parts"
@@ -251,20 +254,14 @@ t0 = time.perf_counter()
 comps = export_components(work / "vae", decoder_graphs(vae, 16))
 out["decoder_export_s"] = round(time.perf_counter() - t0, 1)
 out["decoder_params"] = sum(p.numel() for p in vae.decoder.parameters()) + sum(p.numel() for p in vae.post_quant_conv.parameters())
-prefix, step = (open_session(work / "vae" / f"{n}.onnx", "cpu", cfg["threads"]) for n in ("decoder_prefix", "decoder_step"))
-caches = [i["name"] for i in comps["decoder_step"]["inputs"][1:]]
+sessions = {n: open_session(work / "vae" / f"{n}.onnx", "cpu", cfg["threads"]) for n in ("decoder_prefix", "decoder_step")}
+# the runtime's own streaming decoder over these two graphs, given what a bundle's manifest would say of them
+spec = Decoder(caches=[Cache(i["name"], "next_" + i["name"]) for i in comps["decoder_step"]["inputs"][1:]])
+pipe = SimpleNamespace(bundle=SimpleNamespace(spec=SimpleNamespace(decoder=spec)), session=sessions.__getitem__)
 t, h, w = cfg["clip_latent"]
 lat = np.random.default_rng(3).standard_normal((1, 16, t, h, w), dtype=np.float32)
-names = [o.name for o in prefix.get_outputs()]
-assert names == [o.name for o in step.get_outputs()]
 def decode():
-    state = dict(zip(names, prefix.run(None, {"latents": lat[:, :, :1]})))
-    frames = [state["frames"]]
-    for i in range(1, t):
-        feeds = {"latents": np.ascontiguousarray(lat[:, :, i : i + 1]), **{c: state["next_" + c] for c in caches}}
-        state = dict(zip(names, step.run(None, feeds)))
-        frames.append(state["frames"])
-    return np.concatenate(frames, axis=1)
+    return StreamingDecoder(pipe).push(lat)
 video = decode()
 out["decoded_shape"] = list(video.shape)
 # diffusers' own decode of the same latent (fp32, as WanPipeline runs its VAE), rounds interleaved with kinema's
@@ -281,7 +278,7 @@ for _ in range(cfg.get("decode_rounds", 2)):
     t0 = time.perf_counter(); decode_torch(); runs_torch.append(round(time.perf_counter() - t0, 3))
 out["decode_s"], out["decode_runs_s"] = float(np.median(runs)), runs
 out["diffusers_decode_s"], out["diffusers_decode_runs_s"] = float(np.median(runs_torch)), runs_torch
-del prefix, step, vae
+del sessions, pipe, vae
 recipe = preset("int8", TOOLS["float_groups"]).for_component("text_encoder")
 L = cfg["tokens"]
 te = {}
